@@ -21,3 +21,8 @@ pub fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
+pub mod cli;
+pub mod config;
+pub mod cron;
+pub mod telemetry;
+pub mod template;

@@ -1,0 +1,391 @@
+//! Configuration: `load(path)` reads, validates and compiles `notifications.yaml` into an
+//! immutable `Config`, collecting every error as `FILE:LINE:COL: message`. Startup,
+//! `herald check` and reloads all call the same `load`.
+
+pub mod compile;
+pub mod diagnostic;
+pub mod model;
+pub mod schema;
+pub mod source;
+pub mod units;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, Method};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+pub use diagnostic::{ConfigErrors, Diagnostic, Origin};
+
+use crate::cron::CronSchedule;
+use crate::message::{Message, Recipient};
+use crate::signalr::ServiceEndpoint;
+use crate::template::{Compiled, TemplateError};
+
+/// Read, validate and compile the config at `path` with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = source::read(path)?;
+    compile::compile(&src, &|name| std::env::var(name).ok())
+}
+
+/// Validate and compile config `text` as if read from `path` (tests, `herald check` on stdin).
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let src = source::parse(path, text, lookup)?;
+    compile::compile(&src, lookup)
+}
+
+/// A secret string (API key, access key): never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The secret itself; call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A validated configuration snapshot. Immutable: a reload builds a new one.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file's text.
+    pub content_hash: String,
+    pub signalr: SignalrConfig,
+    pub http: HttpConfig,
+    pub logging: LoggingConfig,
+    pub hubs: BTreeMap<String, Hub>,
+    pub templates: BTreeMap<String, Arc<MessageTemplate>>,
+    pub schedules: BTreeMap<String, Schedule>,
+    pub routes: Vec<Route>,
+    /// Negotiate paths and status routes, matched per request.
+    pub endpoints: EndpointTable,
+    /// Problems that do not stop herald (short API keys, CORS `*`).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Which service delivers messages.
+#[derive(Debug, Clone)]
+pub enum SignalrConfig {
+    /// Azure SignalR Service (or any service reached by connection string).
+    Azure(Arc<ServiceEndpoint>),
+    /// herald's embedded service.
+    Embedded {
+        listen: SocketAddr,
+        access_key: Option<Secret>,
+        public_url: Option<String>,
+    },
+}
+
+/// The daemon's HTTP listener settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Allowed origins; `*` means any.
+    pub cors_origins: Vec<String>,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+}
+
+/// Log settings.
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+/// One hub and its negotiate endpoint.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    pub name: String,
+    pub negotiate_path: String,
+    pub token_ttl: Duration,
+    pub user_id: Option<UserIdRule>,
+}
+
+/// How negotiate finds the connecting user.
+#[derive(Debug, Clone)]
+pub struct UserIdRule {
+    pub source: UserIdSource,
+    /// Refuse negotiate without a user id.
+    pub required: bool,
+}
+
+/// Where a user id comes from.
+#[derive(Debug, Clone)]
+pub enum UserIdSource {
+    /// A header set by a trusted proxy.
+    Header(HeaderName),
+    /// A verified bearer JWT's claim.
+    Bearer(JwtRule),
+}
+
+/// A bearer-token check: key, algorithm, expected issuer and audience, user claim.
+#[derive(Clone)]
+pub struct JwtRule {
+    pub key: Arc<DecodingKey>,
+    pub algorithm: Algorithm,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub claim: String,
+}
+
+impl fmt::Debug for JwtRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtRule")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compiled message template.
+#[derive(Debug)]
+pub struct MessageTemplate {
+    pub name: String,
+    pub target: Compiled,
+    /// The `arguments` list, compiled as one JSON array.
+    pub arguments: Compiled,
+}
+
+impl MessageTemplate {
+    /// Render target and arguments with `vars`.
+    pub fn render(&self, vars: &Value) -> Result<(String, Vec<Value>), TemplateError> {
+        let target = self.target.render_string(vars)?;
+        let arguments = match self.arguments.render(vars)? {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        Ok((target, arguments))
+    }
+}
+
+/// A compiled `to:`: the kind of recipient and its name template.
+#[derive(Debug)]
+pub struct ToTemplate {
+    pub kind: fn(String) -> Recipient,
+    pub value: Compiled,
+}
+
+/// Render a full message for `hub` from `template` and `to`.
+pub fn render_message(
+    hub: &str,
+    template: &MessageTemplate,
+    to: Option<&ToTemplate>,
+    vars: &Value,
+) -> Result<Message, TemplateError> {
+    let (target, arguments) = template.render(vars)?;
+    let to = match to {
+        None => Recipient::All,
+        Some(t) => {
+            let name = t.value.render_string(vars).map_err(|mut e| {
+                e.at = format!(
+                    "to{}",
+                    if e.at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{}", e.at)
+                    }
+                );
+                e
+            })?;
+            if name.is_empty() {
+                return Err(TemplateError {
+                    at: "to".into(),
+                    message: "recipient rendered to an empty name".into(),
+                    missing: None,
+                });
+            }
+            (t.kind)(name)
+        }
+    };
+    Ok(Message {
+        hub: hub.to_string(),
+        to,
+        target,
+        arguments,
+        excluded: Vec::new(),
+    })
+}
+
+/// A compiled schedule.
+#[derive(Debug)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: CronSchedule,
+    pub hub: String,
+    pub template: Arc<MessageTemplate>,
+    pub to: Option<ToTemplate>,
+    pub run_on_startup: bool,
+}
+
+impl Schedule {
+    /// What decides the schedule's timing; equal keys keep their next fire time on reload.
+    pub fn timing_key(&self) -> (String, String) {
+        (
+            self.cron.expression().to_string(),
+            self.cron.time_zone().name().to_string(),
+        )
+    }
+}
+
+/// A compiled status route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub method: Method,
+    pub path: String,
+    pub hub: String,
+    pub template: Arc<MessageTemplate>,
+    pub to: Option<ToTemplate>,
+    pub auth: Option<RouteAuth>,
+}
+
+/// How a route checks its caller.
+#[derive(Debug, Clone)]
+pub enum RouteAuth {
+    /// Compared with `X-API-Key` in constant time.
+    ApiKey(Secret),
+    /// A verified bearer JWT.
+    Bearer(JwtRule),
+}
+
+/// What a path leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The negotiate endpoint of a hub (GET and POST).
+    Negotiate(String),
+    /// Status routes at this path, by method, as indexes into `Config::routes`.
+    Routes(Vec<(Method, usize)>),
+}
+
+/// The outcome of matching a request against the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EndpointMatch<'a> {
+    Negotiate(&'a str),
+    Route {
+        index: usize,
+        params: BTreeMap<String, String>,
+    },
+    /// The path exists, the method does not: the allowed methods.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+/// Negotiate paths and status routes in one path space (matchit, `{param}` segments).
+#[derive(Default)]
+pub struct EndpointTable {
+    router: matchit::Router<usize>,
+    entries: Vec<Endpoint>,
+    by_path: HashMap<String, usize>,
+}
+
+impl fmt::Debug for EndpointTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_path.keys()).finish()
+    }
+}
+
+impl EndpointTable {
+    fn insert_path(&mut self, path: &str, entry: Endpoint) -> Result<usize, String> {
+        let index = self.entries.len();
+        self.router
+            .insert(path, index)
+            .map_err(|e| format!("path `{path}` cannot be served: {e}"))?;
+        self.entries.push(entry);
+        self.by_path.insert(path.to_string(), index);
+        Ok(index)
+    }
+
+    pub(crate) fn add_negotiate(&mut self, path: &str, hub: &str) -> Result<(), String> {
+        if let Some(&i) = self.by_path.get(path) {
+            return Err(match &self.entries[i] {
+                Endpoint::Negotiate(other) => {
+                    format!("path `{path}` is already the negotiate path of hub `{other}`")
+                }
+                Endpoint::Routes(_) => format!("path `{path}` is already used by a status route"),
+            });
+        }
+        self.insert_path(path, Endpoint::Negotiate(hub.to_string()))
+            .map(|_| ())
+    }
+
+    pub(crate) fn add_route(
+        &mut self,
+        path: &str,
+        method: Method,
+        route: usize,
+    ) -> Result<(), String> {
+        match self.by_path.get(path).copied() {
+            Some(i) => match &mut self.entries[i] {
+                Endpoint::Negotiate(hub) => Err(format!(
+                    "path `{path}` clashes with the negotiate endpoint of hub `{hub}`"
+                )),
+                Endpoint::Routes(methods) => {
+                    if methods.iter().any(|(m, _)| *m == method) {
+                        Err(format!("another route already answers {method} {path}"))
+                    } else {
+                        methods.push((method, route));
+                        Ok(())
+                    }
+                }
+            },
+            None => self
+                .insert_path(path, Endpoint::Routes(vec![(method, route)]))
+                .map(|_| ()),
+        }
+    }
+
+    /// Match `method` and `path`.
+    pub fn lookup(&self, method: &Method, path: &str) -> EndpointMatch<'_> {
+        let Ok(found) = self.router.at(path) else {
+            return EndpointMatch::NotFound;
+        };
+        match &self.entries[*found.value] {
+            Endpoint::Negotiate(hub) => {
+                if method == Method::GET || method == Method::POST || method == Method::OPTIONS {
+                    EndpointMatch::Negotiate(hub)
+                } else {
+                    EndpointMatch::MethodNotAllowed(vec![Method::GET, Method::POST])
+                }
+            }
+            Endpoint::Routes(methods) => match methods.iter().find(|(m, _)| m == method) {
+                Some((_, index)) => EndpointMatch::Route {
+                    index: *index,
+                    params: found
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                },
+                None => EndpointMatch::MethodNotAllowed(
+                    methods.iter().map(|(m, _)| m.clone()).collect(),
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The YAML shape of `notifications.yaml`: serde + schemars types with `deny_unknown_fields`
+//! and a doc comment on every field. These types are the JSON Schema (`herald schema`); they
+//! hold raw, unvalidated values. `config::compile` turns them into a validated `Config`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "herald notifications.yaml")]
+pub struct RawConfig {
+    /// Which SignalR service herald talks to: Azure SignalR Service (by connection string) or
+    /// the embedded service.
+    #[serde(default)]
+    pub signalr: SignalrSection,
+    /// The daemon's HTTP listener: negotiate endpoints, status routes, health and metrics.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// SignalR hubs by name. Clients connect to a hub through its negotiate endpoint.
+    #[serde(default)]
+    pub hubs: BTreeMap<String, HubSection>,
+    /// Message templates by name: the client method (`target`) and its arguments.
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateSection>,
+    /// Cron schedules by name: each renders a template and sends it into a hub.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleSection>,
+    /// HTTP status routes by name: each accepts a JSON body, renders a template and sends it.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteSection>,
+    /// Log level and format.
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// `signalr:` which service delivers messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalrSection {
+    /// Azure SignalR Service connection string
+    /// (`Endpoint=https://x.service.signalr.net;AccessKey=...;Version=1.0;`). Empty or absent:
+    /// the environment variable `AzureSignalRConnectionString` is used, and when that is
+    /// unset too, herald starts its embedded service. Never logged.
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    /// The embedded SignalR-compatible service, used when no connection string is set.
+    #[serde(default)]
+    pub embedded: EmbeddedSection,
+}
+
+/// `signalr.embedded:` herald's own SignalR service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSection {
+    /// Address the embedded service listens on (clients connect here after negotiate).
+    #[serde(default = "default_embedded_listen")]
+    pub listen: String,
+    /// Access key that signs client and REST tokens. Generated at start when absent.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Base URL handed to clients in negotiate, when they reach the service through a proxy
+    /// (e.g. `https://signalr.example.com`). Default: `http://{listen}`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+impl Default for EmbeddedSection {
+    fn default() -> Self {
+        EmbeddedSection {
+            listen: default_embedded_listen(),
+            access_key: None,
+            public_url: None,
+        }
+    }
+}
+
+fn default_embedded_listen() -> String {
+    "127.0.0.1:8888".to_string()
+}
+
+/// `http:` the daemon's HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on, `host:port`.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Cross-origin requests from browsers.
+    #[serde(default)]
+    pub cors: CorsSection,
+    /// Largest accepted request body, e.g. `64KiB`, `1MiB`, or a number of bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: String,
+    /// Longest time a request may take before it is answered 503, e.g. `30s`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: default_http_listen(),
+            cors: CorsSection::default(),
+            body_limit: default_body_limit(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:7071".to_string()
+}
+fn default_body_limit() -> String {
+    "64KiB".to_string()
+}
+fn default_request_timeout() -> String {
+    "30s".to_string()
+}
+
+/// `http.cors:` allowed browser origins.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Origins allowed to call herald from a browser, e.g. `https://app.example.com`.
+    /// `"*"` allows any origin (the recipe's demo setting; herald warns about it). Empty: no
+    /// CORS headers.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `hubs.<name>:` one SignalR hub.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// The hub's negotiate endpoint.
+    #[serde(default)]
+    pub negotiate: NegotiateSection,
+}
+
+/// `hubs.<name>.negotiate:` how clients obtain connection info for the hub.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NegotiateSection {
+    /// Path of the negotiate endpoint (GET and POST). Default: `/api/negotiate` when there is
+    /// one hub, `/api/{hub}/negotiate` otherwise.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Lifetime of the client access token, e.g. `1h`.
+    #[serde(default)]
+    pub token_ttl: Option<String>,
+    /// Where the connecting user's id comes from. Absent: connections are anonymous.
+    #[serde(default)]
+    pub user_id: Option<UserIdSection>,
+}
+
+/// `negotiate.user_id:` take the user id from a trusted header or a verified bearer token.
+/// Exactly one of `header` and `bearer`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserIdSection {
+    /// A header set by a trusted proxy, e.g. `x-ms-client-principal-id` (App Service auth).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A bearer JWT in `Authorization`, verified; the user id is one of its claims.
+    #[serde(default)]
+    pub bearer: Option<JwtSection>,
+    /// Refuse negotiate (401) when no user id can be found. Default: false (anonymous).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// A JWT verification rule. Exactly one of `secret` (HS256) and `public_key` (RS256 PEM).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Shared secret for HS256 tokens.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM-encoded RSA public key for RS256 tokens.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Required `iss` claim.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Claim that holds the user id. Default: `sub`.
+    #[serde(default)]
+    pub claim: Option<String>,
+}
+
+/// `templates.<name>:` a message: the client method and its arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSection {
+    /// Client method name, what clients subscribe to with `connection.on("<target>", ...)`.
+    /// May itself be a template.
+    pub target: String,
+    /// Positional arguments. Any JSON/YAML value; strings are templates (minijinja). A string
+    /// that is exactly one `{{ expression }}` keeps the expression's JSON type. Variables:
+    /// `now` (RFC 3339 UTC), the posted body's fields, `params`, `query`, `headers` (routes)
+    /// and `schedule` (schedules).
+    #[serde(default)]
+    pub arguments: Vec<serde_json::Value>,
+}
+
+/// `to:` send to one user, group or connection instead of the whole hub. Exactly one key;
+/// each value is a template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToSection {
+    /// A user id (connections whose token carries it).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A group name.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// A connection id.
+    #[serde(default)]
+    pub connection: Option<String>,
+}
+
+/// `schedules.<name>:` a cron-driven broadcast.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// NCRONTAB expression, 6 fields with seconds (`0 */30 * * * *` = every 30 minutes);
+    /// 5 fields mean "at second 0".
+    pub cron: String,
+    /// IANA time zone the expression is read in. Default: `UTC`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Hub to send into.
+    pub hub: String,
+    /// Template to render.
+    pub template: String,
+    /// Send to one user, group or connection instead of the whole hub.
+    #[serde(default)]
+    pub to: Option<ToSection>,
+    /// Also fire once when herald starts (and when the schedule is added by a reload).
+    #[serde(default)]
+    pub run_on_startup: bool,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+/// `routes.<name>:` an HTTP endpoint that turns a JSON POST into a message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// HTTP method. Default: `POST`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path, with `{param}` segments available to templates as `params.param`.
+    pub path: String,
+    /// Hub to send into.
+    pub hub: String,
+    /// Template to render; the posted JSON object's fields are its variables.
+    pub template: String,
+    /// Send to one user, group or connection instead of the whole hub.
+    #[serde(default)]
+    pub to: Option<ToSection>,
+    /// Who may call the route. Absent: anyone who can reach the listener.
+    #[serde(default)]
+    pub auth: Option<RouteAuthSection>,
+}
+
+fn default_method() -> String {
+    "POST".to_string()
+}
+
+/// `routes.<name>.auth:` exactly one of `api_key` and `bearer`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthSection {
+    /// Key compared (in constant time) with the `X-API-Key` header.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// A bearer JWT in `Authorization`, verified.
+    #[serde(default)]
+    pub bearer: Option<JwtSection>,
+}
+
+/// `logging:` log output.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// Level or filter (`error`, `warn`, `info`, `debug`, `trace`, or an `EnvFilter`
+    /// directive). `RUST_LOG` wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` (human-readable) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            level: default_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,289 @@
+//! Config loading tests: each validation error, references, the endpoint table.
+
+use std::path::Path;
+
+use axum::http::Method;
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    load_str(Path::new("n.yaml"), text, &no_env)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("config should be invalid:\n{text}"),
+        Err(e) => e.diagnostics.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+const BASE: &str = "\
+hubs:
+  notifications: {}
+templates:
+  system-status:
+    target: statusUpdate
+    arguments:
+      - timestamp: '{{ now }}'
+        status: \"{{ status | default('System operational') }}\"
+";
+
+#[test]
+fn minimal_config_has_defaults() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.http.listen.to_string(), "127.0.0.1:7071");
+    assert_eq!(c.http.body_limit, 65_536);
+    assert!(
+        matches!(c.signalr, SignalrConfig::Embedded { listen, .. } if listen.to_string() == "127.0.0.1:8888")
+    );
+    let hub = &c.hubs["notifications"];
+    assert_eq!(hub.negotiate_path, "/api/negotiate");
+    assert_eq!(hub.token_ttl, Duration::from_secs(3600));
+    assert_eq!(c.content_hash.len(), 64);
+}
+
+#[test]
+fn negotiate_paths_default_per_hub_when_several() {
+    let c = load("hubs:\n  a: {}\n  b:\n    negotiate: {path: /custom}\n").unwrap();
+    assert_eq!(c.hubs["a"].negotiate_path, "/api/a/negotiate");
+    assert_eq!(c.hubs["b"].negotiate_path, "/custom");
+    assert_eq!(
+        c.endpoints.lookup(&Method::POST, "/api/a/negotiate"),
+        EndpointMatch::Negotiate("a")
+    );
+    assert_eq!(
+        c.endpoints.lookup(&Method::GET, "/custom"),
+        EndpointMatch::Negotiate("b")
+    );
+}
+
+#[test]
+fn bad_cron_points_at_the_expression() {
+    let text = format!(
+        "{BASE}schedules:\n  broadcast:\n    cron: \"61 * * * * *\"\n    hub: notifications\n    template: system-status\n"
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("n.yaml:11:11: invalid cron expression `61 * * * * *`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_references_are_named_with_hints() {
+    let text = format!(
+        "{BASE}schedules:\n  s:\n    cron: '0 * * * * *'\n    hub: notification\n    template: system-staus\n"
+    );
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        [
+            "n.yaml:12:10: unknown hub `notification`; did you mean `notifications`?",
+            "n.yaml:13:15: unknown template `system-staus`; did you mean `system-status`?",
+        ]
+    );
+}
+
+#[test]
+fn all_errors_are_collected() {
+    let text = format!(
+        "{BASE}http:\n  listen: nowhere\n  body_limit: lots\n  request_timeout: 10 parsecs\n\
+schedules:\n  s:\n    cron: '* * *'\n    time_zone: Mars/Base\n    hub: h\n    template: t\n\
+routes:\n  r:\n    method: BREW\n    path: api\n    hub: notifications\n    template: system-status\n"
+    );
+    let e = errors(&text);
+    let joined = e.join("\n");
+    for needle in [
+        "invalid listen address `nowhere`",
+        "invalid size `lots`",
+        "unknown unit `parsecs`",
+        "unknown time zone `Mars/Base`",
+        "unknown hub `h`",
+        "unknown template `t`",
+        "unsupported method `BREW`",
+        "path `api` must start with `/`",
+    ] {
+        assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+    }
+}
+
+#[test]
+fn bad_time_zone_and_cron_report_separately() {
+    let text = format!(
+        "{BASE}schedules:\n  s:\n    cron: '0 0 9 * * *'\n    time_zone: Europe/Berln\n    hub: notifications\n    template: system-status\n"
+    );
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        [
+            "n.yaml:12:16: unknown time zone `Europe/Berln` (use an IANA name such as `Europe/Berlin` or `UTC`)"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_routes_and_negotiate_clashes() {
+    let route = |name: &str, path: &str| {
+        format!(
+            "  {name}:\n    path: {path}\n    hub: notifications\n    template: system-status\n"
+        )
+    };
+    let text = format!(
+        "{BASE}routes:\n{}{}{}{}",
+        route("a", "/api/status"),
+        route("b", "/api/status"),
+        route("c", "/api/negotiate"),
+        route("d", "/healthz")
+    );
+    let e = errors(&text).join("\n");
+    assert!(
+        e.contains("another route already answers POST /api/status"),
+        "{e}"
+    );
+    assert!(
+        e.contains("clashes with the negotiate endpoint of hub `notifications`"),
+        "{e}"
+    );
+    assert!(e.contains("`/healthz` is reserved"), "{e}");
+}
+
+#[test]
+fn routes_match_params_and_methods() {
+    let text = format!(
+        "{BASE}routes:\n  order:\n    path: /api/orders/{{id}}/status\n    hub: notifications\n    template: system-status\n    to: {{group: 'order-{{{{ params.id }}}}'}}\n"
+    );
+    let c = load(&text).unwrap();
+    match c.endpoints.lookup(&Method::POST, "/api/orders/42/status") {
+        EndpointMatch::Route { index, params } => {
+            assert_eq!(c.routes[index].name, "order");
+            assert_eq!(params["id"], "42");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.endpoints.lookup(&Method::GET, "/api/orders/42/status"),
+        EndpointMatch::MethodNotAllowed(vec![Method::POST])
+    );
+    assert_eq!(
+        c.endpoints.lookup(&Method::POST, "/nope"),
+        EndpointMatch::NotFound
+    );
+}
+
+#[test]
+fn templates_that_fail_to_compile_are_located() {
+    let text = "hubs: {h: {}}\ntemplates:\n  t:\n    target: x\n    arguments:\n      - ok\n      - status: '{{ status '\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("n.yaml:7:17: template does not compile"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn to_needs_exactly_one_recipient() {
+    let text = format!(
+        "{BASE}schedules:\n  s:\n    cron: '0 * * * * *'\n    hub: notifications\n    template: system-status\n    to: {{user: a, group: b}}\n"
+    );
+    let e = errors(&text);
+    assert!(
+        e[0].contains("`to` needs exactly one of `user`, `group` or `connection`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn auth_rules() {
+    let text = format!(
+        "{BASE}routes:\n  r:\n    path: /s\n    hub: notifications\n    template: system-status\n    auth: {{api_key: short}}\n"
+    );
+    let c = load(&text).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("shorter than 32"))
+    );
+    assert!(
+        !format!("{:?}", c.routes[0].auth).contains("short"),
+        "secret leaked in Debug"
+    );
+    let text = format!(
+        "{BASE}routes:\n  r:\n    path: /s\n    hub: notifications\n    template: system-status\n    auth: {{}}\n"
+    );
+    assert!(errors(&text)[0].contains("exactly one of `api_key` or `bearer`"));
+    let text = format!(
+        "{BASE}routes:\n  r:\n    path: /s\n    hub: notifications\n    template: system-status\n    auth: {{bearer: {{public_key: not-a-pem}}}}\n"
+    );
+    assert!(errors(&text)[0].contains("not an RSA public key"));
+}
+
+#[test]
+fn connection_string_is_validated_and_env_fallback_works() {
+    let text = format!("{BASE}signalr:\n  connection_string: 'Endpoint=ftp://x;AccessKey=k'\n");
+    let e = errors(&text);
+    assert!(
+        e[0].starts_with("n.yaml:10:22: invalid connection string"),
+        "{e:?}"
+    );
+    assert!(!e[0].contains("AccessKey=k"), "key leaked: {e:?}");
+
+    let env = |name: &str| {
+        (name == "AzureSignalRConnectionString").then(|| {
+            "Endpoint=https://x.service.signalr.net;AccessKey=abc;Version=1.0;".to_string()
+        })
+    };
+    let c = load_str(Path::new("n.yaml"), BASE, &env).unwrap();
+    assert!(matches!(c.signalr, SignalrConfig::Azure(_)));
+    // An empty value in the file also falls back to the environment.
+    let text = format!("{BASE}signalr:\n  connection_string: ''\n");
+    let c = load_str(Path::new("n.yaml"), &text, &env).unwrap();
+    assert!(matches!(c.signalr, SignalrConfig::Azure(_)));
+}
+
+#[test]
+fn render_message_keeps_types_and_targets() {
+    let text = format!(
+        "{BASE}routes:\n  r:\n    path: /s/{{who}}\n    hub: notifications\n    template: system-status\n    to: {{user: '{{{{ params.who }}}}'}}\n"
+    );
+    let c = load(&text).unwrap();
+    let r = &c.routes[0];
+    let vars = serde_json::json!({"now": "2026-01-01T00:00:00Z", "params": {"who": "alice"}});
+    let m = render_message(&r.hub, &r.template, r.to.as_ref(), &vars).unwrap();
+    assert_eq!(m.to, Recipient::User("alice".into()));
+    assert_eq!(m.target, "statusUpdate");
+    assert_eq!(
+        m.arguments,
+        vec![
+            serde_json::json!({"timestamp": "2026-01-01T00:00:00Z", "status": "System operational"})
+        ]
+    );
+}
+
+#[test]
+fn repository_files_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("notifications.yaml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            files.push(p);
+        }
+    }
+    assert!(files.len() >= 3);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let env = |name: &str| match name {
+            "STATUS_API_KEY" | "ORDERS_API_KEY" | "JWT_SECRET" => Some("k".repeat(40)),
+            _ => None,
+        };
+        if let Err(e) = load_str(&f, &text, &env) {
+            panic!("{} is invalid:\n{}", f.display(), e.render());
+        }
+    }
+}

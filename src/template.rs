@@ -1,0 +1,305 @@
+//! Message templates: compile a template's `target` and `arguments` once, render them with
+//! variables into JSON. A string that is exactly one `{{ expr }}` keeps the expression's JSON
+//! type (number, bool, object, list); any other string renders as text. Pure: no I/O.
+//!
+//! Built on minijinja with strict undefined behaviour (a missing variable is an error that
+//! names it, never an empty string) and fuel (a template cannot loop forever).
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+/// Upper bound on the work one render may do (minijinja fuel units).
+const FUEL: u64 = 50_000;
+
+/// A template that failed to compile or render, with minijinja's explanation.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// Where inside the template (e.g. `arguments[0].status`).
+    pub at: String,
+    /// What went wrong.
+    pub message: String,
+    /// The name of a missing variable, when that is the cause.
+    pub missing: Option<String>,
+}
+
+/// One JSON value with template strings inside, compiled.
+#[derive(Debug, Clone)]
+enum Node {
+    Literal(Value),
+    /// A lone `{{ expr }}`: evaluated as an expression, so it keeps its JSON type.
+    Expression(String),
+    /// Any other string with template syntax, rendered as text.
+    Text(String),
+    Array(Vec<Node>),
+    Object(Vec<(String, Node)>),
+}
+
+/// A compiled set of template strings sharing one environment.
+#[derive(Debug)]
+pub struct Compiled {
+    env: Environment<'static>,
+    root: Node,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+/// If `s` is exactly one `{{ expression }}`, return the expression.
+fn lone_expression(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.trim_start_matches('-').trim_end_matches('-');
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+fn has_syntax(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+impl Compiled {
+    /// Compile every string inside `value`. Errors name the path inside the value.
+    pub fn new(value: &Value) -> Result<Self, TemplateError> {
+        let mut env = environment();
+        let mut counter = 0usize;
+        let root = compile_node(&mut env, value, "", &mut counter)?;
+        Ok(Compiled { env, root })
+    }
+
+    /// Compile a single string (e.g. a `to.user` template).
+    pub fn text(source: &str) -> Result<Self, TemplateError> {
+        Self::new(&Value::String(source.to_string()))
+    }
+
+    /// Render with `vars` (a JSON object of variables).
+    pub fn render(&self, vars: &Value) -> Result<Value, TemplateError> {
+        let ctx = minijinja::Value::from(minijinja::value::Serde(vars));
+        render_node(&self.env, &self.root, &ctx, "")
+    }
+
+    /// Render and require a string result (used for user, group and connection names).
+    pub fn render_string(&self, vars: &Value) -> Result<String, TemplateError> {
+        match self.render(vars)? {
+            Value::String(s) => Ok(s),
+            Value::Null => Err(TemplateError {
+                at: String::new(),
+                message: "rendered to null".into(),
+                missing: None,
+            }),
+            other => Ok(other.to_string()),
+        }
+    }
+}
+
+fn compile_node(
+    env: &mut Environment<'static>,
+    value: &Value,
+    at: &str,
+    counter: &mut usize,
+) -> Result<Node, TemplateError> {
+    Ok(match value {
+        Value::String(s) if has_syntax(s) => {
+            *counter += 1;
+            let name = format!("{}#{}", if at.is_empty() { "value" } else { at }, counter);
+            match lone_expression(s) {
+                Some(expr) => {
+                    env.compile_expression_owned(expr.to_string())
+                        .map_err(|e| to_error(at, &e))?;
+                    Node::Expression(expr.to_string())
+                }
+                None => {
+                    env.add_template_owned(name.clone(), s.clone())
+                        .map_err(|e| to_error(at, &e))?;
+                    Node::Text(name)
+                }
+            }
+        }
+        Value::Array(items) => Node::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| compile_node(env, v, &format!("{at}[{i}]"), counter))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Node::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    compile_node(env, v, &path, counter).map(|n| (k.clone(), n))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        other => Node::Literal(other.clone()),
+    })
+}
+
+fn render_node(
+    env: &Environment<'static>,
+    node: &Node,
+    ctx: &minijinja::Value,
+    at: &str,
+) -> Result<Value, TemplateError> {
+    Ok(match node {
+        Node::Literal(v) => v.clone(),
+        Node::Text(name) => Value::String(render_named(env, name, ctx, at)?),
+        Node::Expression(source) => {
+            let expr = env
+                .compile_expression_owned(source.clone())
+                .map_err(|e| to_error(at, &e))?;
+            let value = expr.eval(ctx).map_err(|e| to_error(at, &e))?;
+            if value.is_undefined() {
+                let name = first_identifier(source).unwrap_or_else(|| source.clone());
+                return Err(TemplateError {
+                    at: at.to_string(),
+                    message: format!("missing variable `{name}`"),
+                    missing: Some(name),
+                });
+            }
+            serde_json::to_value(&value).map_err(|e| TemplateError {
+                at: at.to_string(),
+                message: format!("expression did not produce JSON: {e}"),
+                missing: None,
+            })?
+        }
+        Node::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| render_node(env, n, ctx, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Node::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, n)| {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    render_node(env, n, ctx, &path).map(|v| (k.clone(), v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn render_named(
+    env: &Environment<'static>,
+    name: &str,
+    ctx: &minijinja::Value,
+    at: &str,
+) -> Result<String, TemplateError> {
+    let template = env.get_template(name).map_err(|e| to_error(at, &e))?;
+    template.render(ctx).map_err(|e| to_error(at, &e))
+}
+
+fn to_error(at: &str, e: &minijinja::Error) -> TemplateError {
+    let missing = if e.kind() == minijinja::ErrorKind::UndefinedError {
+        undefined_name(e)
+    } else {
+        None
+    };
+    let mut message = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(name) = &missing {
+        message = format!("missing variable `{name}`");
+    }
+    TemplateError {
+        at: at.to_string(),
+        message,
+        missing,
+    }
+}
+
+/// minijinja reports the undefined name in the detail ("`x` is undefined") when it knows it;
+/// otherwise pick the first identifier of the failing source range.
+fn undefined_name(e: &minijinja::Error) -> Option<String> {
+    if let Some(detail) = e.detail()
+        && let Some(rest) = detail.strip_prefix('`')
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        return Some(name.to_string());
+    }
+    let source = e.template_source()?;
+    let range = e.range()?;
+    first_identifier(source.get(range)?)
+}
+
+/// The first identifier in a piece of template source: `order.id | upper` → `order`.
+fn first_identifier(snippet: &str) -> Option<String> {
+    let ident: String = snippet
+        .chars()
+        .skip_while(|c| !(c.is_alphabetic() || *c == '_'))
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!ident.is_empty()).then_some(ident)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lone_expression_keeps_json_type() {
+        let t = Compiled::new(&json!({
+            "n": "{{ count }}", "b": "{{ ok }}", "o": "{{ obj }}", "l": "{{ items }}",
+            "s": "count={{ count }}", "plain": "hello", "num": 3
+        }))
+        .unwrap();
+        let out = t
+            .render(&json!({"count": 5, "ok": true, "obj": {"a": 1}, "items": [1, "x"]}))
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({"n": 5, "b": true, "o": {"a": 1}, "l": [1, "x"], "s": "count=5", "plain": "hello", "num": 3})
+        );
+    }
+
+    #[test]
+    fn default_filter_fills_missing_fields() {
+        let t = Compiled::new(&json!("{{ status | default('System operational') }}")).unwrap();
+        assert_eq!(t.render(&json!({})).unwrap(), json!("System operational"));
+        assert_eq!(
+            t.render(&json!({"status": "Degraded"})).unwrap(),
+            json!("Degraded")
+        );
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let t = Compiled::new(&json!([{"status": "{{ status }}"}])).unwrap();
+        let err = t.render(&json!({})).unwrap_err();
+        assert_eq!(err.missing.as_deref(), Some("status"));
+        assert_eq!(err.at, "[0].status");
+        let t = Compiled::new(&json!("order {{ order.id }} is {{ state }}")).unwrap();
+        let err = t.render(&json!({"order": {"id": 1}})).unwrap_err();
+        assert_eq!(err.missing.as_deref(), Some("state"));
+    }
+
+    #[test]
+    fn syntax_errors_fail_compile() {
+        assert!(Compiled::new(&json!("{{ status ")).is_err());
+        assert!(Compiled::new(&json!({"a": "{% if %}"})).is_err());
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let t = Compiled::new(&json!("{% for i in range(100000) %}{{ i }}{% endfor %}")).unwrap();
+        assert!(t.render(&json!({})).is_err());
+    }
+}
