@@ -111,7 +111,8 @@ impl Writer {
         self.out.extend_from_slice(b",\"");
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
-        serde_json::to_writer(&mut self.out, value).map_err(|e| ProtocolError::Encode(e.to_string()))
+        serde_json::to_writer(&mut self.out, value)
+            .map_err(|e| ProtocolError::Encode(e.to_string()))
     }
 
     fn headers(&mut self, headers: &Headers) -> Result<(), ProtocolError> {
@@ -426,7 +427,11 @@ mod tests {
             b"\xff\xfe\x1e",
         ];
         for case in cases {
-            assert!(decode_frame(case).is_err(), "{:?}", String::from_utf8_lossy(case));
+            assert!(
+                decode_frame(case).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
         }
         // Deep nesting is refused by serde_json's recursion limit, not a stack overflow.
         let mut deep = Vec::new();

@@ -253,8 +253,8 @@ pub fn parse_handshake_request(
     if end > MAX_HANDSHAKE_LEN {
         return Err(ProtocolError::HandshakeTooLong);
     }
-    let value: Value = serde_json::from_slice(&buf[..end])
-        .map_err(|e| ProtocolError::Handshake(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&buf[..end]).map_err(|e| ProtocolError::Handshake(e.to_string()))?;
     let object = value
         .as_object()
         .ok_or_else(|| ProtocolError::Handshake("not a JSON object".into()))?;
@@ -296,8 +296,8 @@ pub fn parse_handshake_response(
     let Some(end) = buf.iter().position(|b| *b == RECORD_SEPARATOR) else {
         return Ok(None);
     };
-    let value: Value = serde_json::from_slice(&buf[..end])
-        .map_err(|e| ProtocolError::Handshake(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&buf[..end]).map_err(|e| ProtocolError::Handshake(e.to_string()))?;
     let object = value
         .as_object()
         .ok_or_else(|| ProtocolError::Handshake("not a JSON object".into()))?;

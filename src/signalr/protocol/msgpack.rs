@@ -474,7 +474,15 @@ mod tests {
         let mut headers = Headers::new();
         headers.insert("k".into(), "v".into());
         let messages = vec![
-            HubMessage::invocation("t", vec![json!("s"), json!(-3), json!(1.5), json!({"a": [null, true]})]),
+            HubMessage::invocation(
+                "t",
+                vec![
+                    json!("s"),
+                    json!(-3),
+                    json!(1.5),
+                    json!({"a": [null, true]}),
+                ],
+            ),
             HubMessage::Invocation {
                 headers: headers.clone(),
                 invocation_id: Some("9".into()),
@@ -538,7 +546,9 @@ mod tests {
             ]
         );
         // Binary arguments become base64 strings.
-        let frame = [0x0b, 0x96, 0x01, 0x80, 0xc0, 0xa1, b'a', 0x91, 0xc4, 0x01, 0xff, 0x90];
+        let frame = [
+            0x0b, 0x96, 0x01, 0x80, 0xc0, 0xa1, b'a', 0x91, 0xc4, 0x01, 0xff, 0x90,
+        ];
         assert_eq!(
             decode_frame(&frame).unwrap(),
             vec![HubMessage::invocation("a", vec![json!("/w==")])]
@@ -548,21 +558,21 @@ mod tests {
     #[test]
     fn malformed_input_is_an_error() {
         let cases: &[&[u8]] = &[
-            &[0x02, 0x91],                   // truncated body
-            &[0x80],                         // truncated varint
-            &[0x00],                         // empty body
-            &[0x01, 0x06],                   // not an array
-            &[0x01, 0x90],                   // empty array
-            &[0x02, 0x91, 0xa1],             // type is a string (and truncated)
-            &[0x03, 0x91, 0x06, 0x06],       // trailing data inside the body
-            &[0x03, 0x92, 0x08, 0xff],       // negative sequence id
-            &[0x02, 0x91, 0x01],             // invocation without fields
+            &[0x02, 0x91],                               // truncated body
+            &[0x80],                                     // truncated varint
+            &[0x00],                                     // empty body
+            &[0x01, 0x06],                               // not an array
+            &[0x01, 0x90],                               // empty array
+            &[0x02, 0x91, 0xa1],                         // type is a string (and truncated)
+            &[0x03, 0x91, 0x06, 0x06],                   // trailing data inside the body
+            &[0x03, 0x92, 0x08, 0xff],                   // negative sequence id
+            &[0x02, 0x91, 0x01],                         // invocation without fields
             &[0x05, 0x94, 0x03, 0x80, 0xa1, b'1', 0x09], // bad result kind (truncated)
             &[0x05, 0x94, 0x03, 0x80, 0xa1, b'1'],       // missing result kind
-            &[0x03, 0x92, 0x07, 0x05],       // close with error = int
-            &[0x02, 0xdd, 0xff],             // array32 header cut short
+            &[0x03, 0x92, 0x07, 0x05],                   // close with error = int
+            &[0x02, 0xdd, 0xff],                         // array32 header cut short
             &[0x06, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x06], // huge array claim
-            &[0xff, 0xff, 0xff, 0xff, 0x7f], // over 2 GB
+            &[0xff, 0xff, 0xff, 0xff, 0x7f],             // over 2 GB
         ];
         for case in cases {
             assert!(decode_frame(case).is_err(), "{case:02x?}");
