@@ -10,9 +10,11 @@
 //! ```text
 //! message.rs     Message {hub, to: Recipient, target, arguments}
 //! signalr/       connection strings, tokens, REST client, hub protocol
+//! service/       the embedded SignalR-compatible service (client endpoint + REST API)
 //! ```
 
 pub mod message;
+pub mod service;
 pub mod signalr;
 
 /// Install the process-wide crypto providers (rustls and jsonwebtoken, both on aws-lc-rs).

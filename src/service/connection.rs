@@ -1,0 +1,560 @@
+//! One client connection, whatever its transport: handshake, inbound hub messages,
+//! keep-alive and client timeout (the supervisor task), and the bounded outbound queue that
+//! fan-out fills with `try_send` and the transport drains.
+//!
+//! The transports (`transport/`) only move bytes: they hand every inbound frame or POST
+//! body to [`Connection::receive`] and write out what the queue yields. Closing is one
+//! path for every cause: [`Connection::close`] records an optional `Close` message and
+//! cancels the connection's token; the transport then flushes what is queued, the `Close`
+//! message, and ends; the supervisor removes the connection from the registry.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::signalr::protocol::{
+    self, HubMessage, MAX_PROTOCOL_VERSION, Protocol, encode_handshake_response,
+    parse_handshake_request,
+};
+
+/// What a connection answers to a client invocation that expects a result.
+pub(crate) const CLIENT_INVOCATION_ERROR: &str =
+    "Client invocations are not supported in serverless mode";
+
+/// How long a closing transport may spend flushing queued frames and the `Close` message.
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a closed long-polling connection stays addressable, so that its last poll gets
+/// 204 rather than 404.
+const LONG_POLLING_GRACE: Duration = Duration::from_secs(5);
+
+/// One encoded outbound frame. JSON frames are text (WebSocket Text), MessagePack frames
+/// binary; both share their bytes between every connection of a fan-out.
+#[derive(Debug, Clone)]
+pub(crate) enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// A frame for `protocol` (text when unknown yet: before the handshake).
+    pub(crate) fn new(protocol: Option<Protocol>, bytes: Vec<u8>) -> Frame {
+        let bytes = Bytes::from(bytes);
+        match protocol {
+            Some(Protocol::MessagePack) => Frame::Binary(bytes),
+            _ => match Utf8Bytes::try_from(bytes.clone()) {
+                Ok(text) => Frame::Text(text),
+                Err(_) => Frame::Binary(bytes),
+            },
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Frame::Text(t) => t.as_bytes(),
+            Frame::Binary(b) => b,
+        }
+    }
+
+    pub(crate) fn into_ws(self) -> WsMessage {
+        match self {
+            Frame::Text(t) => WsMessage::Text(t),
+            Frame::Binary(b) => WsMessage::Binary(b),
+        }
+    }
+}
+
+/// The transport a connection uses (fixed by the first transport request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransportKind {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+/// Why a transport request cannot use the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AttachError {
+    #[error("another request is already active for this connection")]
+    Busy,
+    #[error("the connection already uses another transport")]
+    OtherTransport,
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// Outcome of offering a frame to a connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// The queue was full: the connection is being closed as a slow consumer.
+    SlowConsumer,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+/// What a long-polling GET should do.
+pub(crate) enum PollStart {
+    /// The first poll: answer 200 at once (the JS client waits for it before the handshake).
+    First,
+    /// Wait for data; the token is cancelled when a newer poll supersedes this one.
+    Wait(CancellationToken),
+    /// The close was already delivered: 204.
+    Finished,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bytes received before the handshake completed; `None` once it has.
+    handshake: Option<Vec<u8>>,
+    transport: Option<TransportKind>,
+    /// A WebSocket or SSE request currently owns the transport.
+    active: bool,
+    attached_at: Option<Instant>,
+    post_in_flight: bool,
+    long_poll_started: bool,
+    /// The token of the long poll now waiting, cancelled when a newer poll arrives.
+    poll: Option<CancellationToken>,
+    close_delivered: bool,
+}
+
+/// A client connection.
+pub(crate) struct Connection {
+    /// Public connection id (REST API, `excluded`).
+    pub(crate) id: String,
+    /// Secret transport id (`id=` on `/client/`); equals `id` for negotiate v0.
+    pub(crate) token: String,
+    /// Lowercased hub name.
+    pub(crate) hub: String,
+    /// User id from the token, if any.
+    pub(crate) user: Option<String>,
+    /// Set once by the handshake; read lock-free by fan-out.
+    protocol: OnceLock<Protocol>,
+    /// Producer side of the bounded outbound queue. A bounded `mpsc` gives `try_send`:
+    /// fan-out never waits, and a full queue is the slow-consumer signal.
+    queue: mpsc::Sender<Frame>,
+    /// Consumer side. A tokio `Mutex` because its holder awaits on it: a WebSocket or SSE
+    /// response holds it for its whole life, each long poll for one poll (a superseded
+    /// poll releases it to the next). Dropped with the connection.
+    pub(crate) outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>,
+    /// Cancelled exactly when the connection starts closing, for any reason.
+    closed: CancellationToken,
+    /// The `Close` message to send last, if any; std `Mutex`: set once, read once, no await.
+    close_message: Mutex<Option<HubMessage>>,
+    /// Handshake and transport bookkeeping; std `Mutex`, only held for synchronous updates.
+    state: Mutex<State>,
+    created: Instant,
+    /// Milliseconds after `created` when something was last received (client timeout).
+    last_received_ms: AtomicU64,
+    /// Something was queued since the last keep-alive check (so no Ping is needed).
+    sent_recently: AtomicBool,
+    /// Wakes the supervisor when the handshake completes or a transport attaches.
+    changed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere mid-update of plain data; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: String,
+        token: String,
+        hub: String,
+        user: Option<String>,
+        queue_size: usize,
+    ) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(queue_size.max(1));
+        Arc::new(Connection {
+            id,
+            token,
+            hub,
+            user,
+            protocol: OnceLock::new(),
+            queue,
+            outbound: Arc::new(tokio::sync::Mutex::new(rx)),
+            closed: CancellationToken::new(),
+            close_message: Mutex::new(None),
+            state: Mutex::new(State {
+                handshake: Some(Vec::new()),
+                ..State::default()
+            }),
+            created: Instant::now(),
+            last_received_ms: AtomicU64::new(0),
+            sent_recently: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_protocol_for_test(&self, protocol: Protocol) {
+        let _ = self.protocol.set(protocol);
+        lock(&self.state).handshake = None;
+    }
+
+    pub(crate) fn protocol(&self) -> Option<Protocol> {
+        self.protocol.get().copied()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection starts closing.
+    pub(crate) fn closed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closed.cancelled()
+    }
+
+    /// Start closing; `message` (the first one given wins) is sent after the queued frames.
+    pub(crate) fn close(&self, message: Option<HubMessage>) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        if let Some(message) = message {
+            let mut slot = lock(&self.close_message);
+            if slot.is_none() {
+                *slot = Some(message);
+            }
+        }
+        self.closed.cancel();
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Note client activity (resets the client timeout).
+    pub(crate) fn touch(&self) {
+        self.last_received_ms
+            .store(self.millis(), Ordering::Relaxed);
+    }
+
+    fn last_received(&self) -> Instant {
+        self.created + Duration::from_millis(self.last_received_ms.load(Ordering::Relaxed))
+    }
+
+    /// Claim the connection for a transport request.
+    pub(crate) fn attach(&self, kind: TransportKind) -> Result<(), AttachError> {
+        if self.is_closed() {
+            return Err(AttachError::Closed);
+        }
+        let mut s = lock(&self.state);
+        match s.transport {
+            Some(existing) if existing != kind => return Err(AttachError::OtherTransport),
+            _ => {}
+        }
+        if kind != TransportKind::LongPolling {
+            if s.active || s.transport.is_some() {
+                return Err(AttachError::Busy);
+            }
+            s.active = true;
+        }
+        s.transport = Some(kind);
+        if s.attached_at.is_none() {
+            s.attached_at = Some(Instant::now());
+            self.touch();
+        }
+        drop(s);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn transport(&self) -> Option<TransportKind> {
+        lock(&self.state).transport
+    }
+
+    /// Mark a POST (send) as in flight; `Busy` if one already is (→ 409).
+    pub(crate) fn begin_post(self: &Arc<Self>) -> Result<PostGuard, AttachError> {
+        let mut s = lock(&self.state);
+        if s.post_in_flight {
+            return Err(AttachError::Busy);
+        }
+        s.post_in_flight = true;
+        Ok(PostGuard(self.clone()))
+    }
+
+    /// Register a long poll (superseding the previous one).
+    pub(crate) fn start_poll(&self) -> PollStart {
+        let mut s = lock(&self.state);
+        if s.close_delivered {
+            return PollStart::Finished;
+        }
+        if !s.long_poll_started {
+            s.long_poll_started = true;
+            return PollStart::First;
+        }
+        let token = CancellationToken::new();
+        if let Some(previous) = s.poll.replace(token.clone()) {
+            previous.cancel();
+        }
+        PollStart::Wait(token)
+    }
+
+    /// The last frames have been handed to the client (long polling): later polls get 204.
+    pub(crate) fn mark_close_delivered(&self) {
+        lock(&self.state).close_delivered = true;
+    }
+
+    /// Offer a frame to the queue without waiting. A full queue closes the connection.
+    pub(crate) fn try_push(&self, frame: Frame) -> Push {
+        if self.is_closed() {
+            return Push::Closed;
+        }
+        match self.queue.try_send(frame) {
+            Ok(()) => {
+                self.sent_recently.store(true, Ordering::Relaxed);
+                Push::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    connection = %self.id,
+                    hub = %self.hub,
+                    "closing slow consumer: its outbound queue is full"
+                );
+                metrics::counter!("herald_service_slow_consumers_total").increment(1);
+                self.close(Some(HubMessage::Close {
+                    error: Some("Connection closed: the client is not reading fast enough.".into()),
+                    allow_reconnect: true,
+                }));
+                Push::SlowConsumer
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        }
+    }
+
+    fn push_message(&self, message: &HubMessage) {
+        let protocol = self.protocol();
+        match protocol.unwrap_or(Protocol::Json).encode(message) {
+            Ok(bytes) => {
+                self.try_push(Frame::new(protocol, bytes));
+            }
+            Err(error) => tracing::error!(%error, "could not encode a hub message"),
+        }
+    }
+
+    /// Everything left to write after the connection started closing: the queued frames,
+    /// then the `Close` message if there is one.
+    pub(crate) fn final_frames(&self, rx: &mut mpsc::Receiver<Frame>) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        let message = lock(&self.close_message).take();
+        if let Some(message) = message {
+            let protocol = self.protocol();
+            match protocol.unwrap_or(Protocol::Json).encode(&message) {
+                Ok(bytes) => frames.push(Frame::new(protocol, bytes)),
+                Err(error) => tracing::error!(%error, "could not encode a Close message"),
+            }
+        }
+        frames
+    }
+
+    /// Handle bytes from the client: the handshake first, then hub messages. Anything
+    /// malformed closes the connection; nothing here panics or waits.
+    pub(crate) fn receive(self: &Arc<Self>, data: &[u8], shared: &Shared) {
+        if self.is_closed() {
+            return;
+        }
+        self.touch();
+        let mut s = lock(&self.state);
+        let Some(buffer) = s.handshake.as_mut() else {
+            drop(s);
+            self.handle_messages(data);
+            return;
+        };
+        buffer.extend_from_slice(data);
+        let parsed = parse_handshake_request(buffer);
+        let (request, used) = match parsed {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(error) => {
+                drop(s);
+                tracing::debug!(connection = %self.id, %error, "handshake failed");
+                self.close(None);
+                return;
+            }
+        };
+        let rest = buffer.split_off(used);
+        let transport = s.transport;
+        let chosen = match Protocol::from_name(&request.protocol) {
+            None => Err(format!(
+                "Requested protocol '{}' is not available.",
+                request.protocol
+            )),
+            Some(p) if request.version > MAX_PROTOCOL_VERSION => Err(format!(
+                "The server does not support version {} of the '{}' protocol.",
+                request.version,
+                p.name()
+            )),
+            Some(p) if p.is_binary() && transport == Some(TransportKind::ServerSentEvents) => {
+                Err(format!(
+                    "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
+                    p.name()
+                ))
+            }
+            Some(p) => Ok(p),
+        };
+        let protocol = match chosen {
+            Ok(p) => p,
+            Err(error) => {
+                drop(s);
+                tracing::debug!(connection = %self.id, %error, "handshake refused");
+                self.try_push(Frame::new(None, encode_handshake_response(Some(&error))));
+                self.close(None);
+                return;
+            }
+        };
+        s.handshake = None;
+        drop(s);
+        let _ = self.protocol.set(protocol);
+        // The response goes first, then the connection becomes visible to fan-out.
+        self.try_push(Frame::new(Some(protocol), encode_handshake_response(None)));
+        shared.registry.activate(self);
+        self.changed.notify_one();
+        tracing::debug!(connection = %self.id, hub = %self.hub, protocol = protocol.name(), "connected");
+        if !rest.is_empty() {
+            self.handle_messages(&rest);
+        }
+    }
+
+    fn handle_messages(&self, data: &[u8]) {
+        let Some(protocol) = self.protocol() else {
+            return;
+        };
+        let messages = match protocol.decode_frame(data) {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::debug!(connection = %self.id, %error, "malformed message from client");
+                self.close(Some(HubMessage::Close {
+                    error: Some(format!("Connection closed with an error. {error}")),
+                    allow_reconnect: false,
+                }));
+                return;
+            }
+        };
+        for message in messages {
+            match message {
+                HubMessage::Invocation {
+                    invocation_id: Some(id),
+                    ..
+                }
+                | HubMessage::StreamInvocation {
+                    invocation_id: id, ..
+                } => self.push_message(&HubMessage::completion_error(id, CLIENT_INVOCATION_ERROR)),
+                HubMessage::Close { .. } => {
+                    self.close(None);
+                    return;
+                }
+                // Fire-and-forget invocations, pings, acks and the rest need no answer.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Clears the connection's "POST in flight" flag when the POST ends.
+pub(crate) struct PostGuard(Arc<Connection>);
+
+impl Drop for PostGuard {
+    fn drop(&mut self) {
+        lock(&self.0.state).post_in_flight = false;
+    }
+}
+
+/// Clears the "active request" flag (and closes the connection) when a WebSocket or SSE
+/// response ends, however it ends (including a dropped response body).
+pub(crate) struct ActiveGuard(pub(crate) Arc<Connection>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        lock(&self.0.state).active = false;
+        self.0.close(None);
+    }
+}
+
+/// The connection's timer task: handshake deadline, keep-alive Pings, client timeout and
+/// shutdown; removes the connection from the registry when it ends.
+pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) {
+    let options = &shared.options;
+    let mut next_keep_alive: Option<Instant> = None;
+    loop {
+        let (handshaken, attached_at) = {
+            let s = lock(&connection.state);
+            (s.handshake.is_none(), s.attached_at)
+        };
+        let deadline = if handshaken {
+            let keep_alive =
+                *next_keep_alive.get_or_insert_with(|| Instant::now() + options.keep_alive);
+            keep_alive.min(connection.last_received() + options.client_timeout)
+        } else {
+            attached_at.unwrap_or(connection.created) + options.handshake_timeout
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => {
+                connection.close(Some(HubMessage::Close {
+                    error: Some("Server is shutting down.".into()),
+                    allow_reconnect: true,
+                }));
+                break;
+            }
+            () = connection.closed.cancelled() => break,
+            () = connection.changed.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if !handshaken {
+                    tracing::debug!(connection = %connection.id, "handshake timed out");
+                    connection.close(None);
+                } else if now >= connection.last_received() + options.client_timeout {
+                    tracing::debug!(connection = %connection.id, "client timed out");
+                    connection.close(Some(HubMessage::Close {
+                        error: Some(format!(
+                            "Server timeout ({} ms) elapsed without receiving a message from the client.",
+                            options.client_timeout.as_millis()
+                        )),
+                        allow_reconnect: false,
+                    }));
+                } else if next_keep_alive.is_some_and(|k| now >= k) {
+                    if !connection.sent_recently.swap(false, Ordering::Relaxed) {
+                        connection.push_message(&HubMessage::Ping);
+                        connection.sent_recently.store(false, Ordering::Relaxed);
+                    }
+                    next_keep_alive = Some(now + options.keep_alive);
+                }
+            }
+        }
+    }
+    shared.registry.deactivate(&connection);
+    if connection.transport() == Some(TransportKind::LongPolling) {
+        tokio::select! {
+            () = tokio::time::sleep(LONG_POLLING_GRACE.min(options.long_poll_timeout)) => {}
+            () = shared.shutdown.cancelled() => {}
+        }
+    }
+    shared.registry.forget(&connection);
+    tracing::debug!(connection = %connection.id, "connection removed");
+}
+
+/// A random id as ASP.NET Core makes them: 16 random bytes, base64url without padding.
+pub(crate) fn new_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
+/// Encode `message` for `protocol` as an outbound frame (fan-out's "encode once").
+pub(crate) fn encode_frame(
+    protocol: Protocol,
+    message: &HubMessage,
+) -> Result<Frame, protocol::ProtocolError> {
+    protocol
+        .encode(message)
+        .map(|bytes| Frame::new(Some(protocol), bytes))
+}

@@ -1,0 +1,120 @@
+//! Fan-out: recipient → connections → encode once per protocol → `try_send` into each
+//! connection's bounded queue.
+//!
+//! Slow-consumer policy: fan-out never waits on a client. A connection whose queue is full
+//! is closed (log line + `herald_service_slow_consumers_total`); the others are unaffected.
+//! The encoded frame is one `Bytes` shared by every connection of the same protocol.
+
+use crate::message::Message;
+use crate::signalr::protocol::{HubMessage, Protocol};
+
+use super::connection::{Frame, Push, encode_frame};
+use super::registry::Registry;
+
+/// What one send did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Connections the recipient resolved to (after `excluded`).
+    pub connections: usize,
+    /// Connections the message was queued for.
+    pub queued: usize,
+    /// Connections closed because their queue was full.
+    pub slow_consumers: usize,
+}
+
+/// Deliver `message` to its recipients.
+pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
+    let targets = registry.resolve(&message.hub, &message.to, &message.excluded);
+    let mut report = SendReport {
+        connections: targets.len(),
+        ..SendReport::default()
+    };
+    if targets.is_empty() {
+        return report;
+    }
+    let invocation = HubMessage::invocation(message.target.clone(), message.arguments.clone());
+    let mut json: Option<Option<Frame>> = None;
+    let mut msgpack: Option<Option<Frame>> = None;
+    for connection in targets {
+        let Some(protocol) = connection.protocol() else {
+            continue;
+        };
+        let slot = match protocol {
+            Protocol::Json => &mut json,
+            Protocol::MessagePack => &mut msgpack,
+        };
+        let frame = slot.get_or_insert_with(|| match encode_frame(protocol, &invocation) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, protocol = protocol.name(), target = %message.target, "could not encode a message");
+                None
+            }
+        });
+        let Some(frame) = frame else {
+            continue;
+        };
+        match connection.try_push(frame.clone()) {
+            Push::Queued => report.queued += 1,
+            Push::SlowConsumer => report.slow_consumers += 1,
+            Push::Closed => {}
+        }
+    }
+    metrics::counter!("herald_service_messages_total", "recipient" => message.to.kind())
+        .increment(1);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::super::connection::Connection;
+    use super::*;
+
+    #[tokio::test]
+    async fn encodes_once_and_closes_a_full_queue() {
+        let registry = Registry::new(10);
+        let fast = Connection::new("f".into(), "f".into(), "h".into(), None, 4);
+        fast.set_protocol_for_test(Protocol::Json);
+        let slow = Connection::new("s".into(), "s".into(), "h".into(), None, 1);
+        slow.set_protocol_for_test(Protocol::MessagePack);
+        let other = Connection::new("o".into(), "o".into(), "h".into(), None, 4);
+        other.set_protocol_for_test(Protocol::Json);
+        for c in [&fast, &slow, &other] {
+            registry.insert(Arc::clone(c)).unwrap();
+            registry.activate(c);
+        }
+        let message = Message::broadcast("H", "t", vec![json!(1)]);
+        let first = deliver(&registry, &message);
+        assert_eq!(
+            first,
+            SendReport {
+                connections: 3,
+                queued: 3,
+                slow_consumers: 0
+            }
+        );
+        let second = deliver(&registry, &message);
+        assert_eq!(second.slow_consumers, 1);
+        assert!(slow.is_closed());
+        assert!(!fast.is_closed());
+
+        let mut rx_fast = fast.outbound.lock().await;
+        let mut rx_other = other.outbound.lock().await;
+        let (Some(Frame::Text(a)), Some(Frame::Text(b))) =
+            (rx_fast.recv().await, rx_other.recv().await)
+        else {
+            panic!("expected text frames");
+        };
+        assert_eq!(
+            a.as_str(),
+            "{\"type\":1,\"target\":\"t\",\"arguments\":[1]}\u{1e}"
+        );
+        // Same allocation: encoded once, shared.
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        let mut rx_slow = slow.outbound.lock().await;
+        assert!(matches!(rx_slow.recv().await, Some(Frame::Binary(_))));
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /client/negotiate?hub=H[&negotiateVersion=N][&useStatefulReconnect=true]`: checks
+//! the client token and creates a connection → ServiceHandle internals.
+//!
+//! Version 0 answers `connectionId` only (clients use it as `id`); version ≥ 1 also a
+//! secret `connectionToken` (the transports' `id`). Stateful reconnect is not offered, so
+//! `useStatefulReconnect` is never returned (the JS client refuses a server that returns
+//! it unasked, and without it the client simply does not use it).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::connection::{Connection, new_id, supervise};
+use super::{Shared, auth, hub_key};
+
+/// The highest negotiate version the service speaks.
+const NEGOTIATE_VERSION: u64 = 1;
+
+pub(crate) async fn negotiate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let query = auth::query_pairs(uri.query().unwrap_or(""));
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(hub) = param("hub").filter(|h| !h.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the `hub` query parameter is required",
+        )
+            .into_response();
+    };
+    let version = match param("negotiateVersion") {
+        None => 0,
+        Some(v) => match v.parse::<u64>() {
+            Ok(v) => v.min(NEGOTIATE_VERSION),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "`negotiateVersion` must be an integer",
+                )
+                    .into_response();
+            }
+        },
+    };
+    let claims = match auth::client(&shared, &headers, &uri, hub, param("access_token")) {
+        Ok(claims) => claims,
+        Err(error) => return (StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+    };
+    let connection_id = new_id();
+    let token = if version >= 1 {
+        new_id()
+    } else {
+        connection_id.clone()
+    };
+    let connection = match open(
+        &shared,
+        connection_id.clone(),
+        token.clone(),
+        hub,
+        claims.user_id(),
+    ) {
+        Ok(connection) => connection,
+        Err(error) => return error.into_response(),
+    };
+    let mut body = json!({
+        "negotiateVersion": version,
+        "connectionId": connection.id,
+        "availableTransports": [
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+        ],
+    });
+    if version >= 1 {
+        body["connectionToken"] = json!(token);
+    }
+    axum::Json(body).into_response()
+}
+
+/// A refused client-endpoint request: status and a short plain-text reason.
+#[derive(Debug)]
+pub(crate) struct ClientError {
+    status: StatusCode,
+    message: std::borrow::Cow<'static, str>,
+}
+
+impl ClientError {
+    pub(crate) fn new(
+        status: StatusCode,
+        message: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Self {
+        ClientError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ClientError {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+/// Create and register a connection and start its supervisor; 503 when the service is full.
+pub(crate) fn open(
+    shared: &Arc<Shared>,
+    id: String,
+    token: String,
+    hub: &str,
+    user: Option<&str>,
+) -> Result<Arc<Connection>, ClientError> {
+    let connection = Connection::new(
+        id,
+        token,
+        hub_key(hub),
+        user.map(str::to_string),
+        shared.options.outbound_queue,
+    );
+    if let Err(error) = shared.registry.insert(connection.clone()) {
+        tracing::warn!(%error, "refusing a connection");
+        return Err(ClientError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        ));
+    }
+    shared
+        .tracker
+        .spawn(supervise(connection.clone(), shared.clone()));
+    Ok(connection)
+}
