@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
+use serde_json::Value;
+
 use crate::config::{self, Config, SignalrConfig};
+use crate::message::{Message, Recipient};
+use crate::service::{Service, ServiceOptions};
+use crate::signalr::rest::{RestClient, RestOptions};
 use crate::telemetry::LogFormat;
 
 /// herald: declarative real-time status notifications over SignalR.
@@ -43,6 +48,10 @@ pub enum Command {
         /// Serve Azure Functions custom-handler invocations on FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long)]
         custom_handler: bool,
+        /// Do not watch the config file; reload only on SIGHUP (e.g. on NFS, where file
+        /// events do not arrive).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate the config; print hubs, routes, schedules and their next fire times.
     Check {
@@ -132,12 +141,263 @@ pub fn run(cli: Cli) -> Outcome {
             print!("{}", config::schema::json_schema());
             Outcome::Ok
         }
-        Command::Run { .. } => not_yet("run"),
-        Command::Send { .. } => not_yet("send"),
-        Command::Token { .. } => not_yet("token"),
-        Command::Service { .. } => not_yet("service"),
+        Command::Run {
+            config,
+            custom_handler,
+            no_watch,
+        } => {
+            if custom_handler || std::env::var_os("FUNCTIONS_CUSTOMHANDLER_PORT").is_some() {
+                return not_yet("run --custom-handler");
+            }
+            run_daemon(&config.config, cli.log_format, !no_watch)
+        }
+        Command::Send {
+            config,
+            hub,
+            target,
+            user,
+            group,
+            connection,
+            arguments,
+        } => {
+            let to = match (user, group, connection) {
+                (Some(u), _, _) => Recipient::User(u),
+                (_, Some(g), _) => Recipient::Group(g),
+                (_, _, Some(c)) => Recipient::Connection(c),
+                _ => Recipient::All,
+            };
+            let arguments = arguments
+                .iter()
+                .map(|a| serde_json::from_str(a).unwrap_or_else(|_| Value::String(a.clone())))
+                .collect();
+            let message = Message {
+                hub,
+                to,
+                target,
+                arguments,
+                excluded: Vec::new(),
+            };
+            send(&config.config, message)
+        }
+        Command::Token {
+            config,
+            hub,
+            user,
+            ttl,
+        } => token(&config.config, &hub, user.as_deref(), ttl.as_deref()),
+        Command::Service { listen, access_key } => service(&listen, access_key),
         Command::Functions { .. } => not_yet("functions init"),
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Load the config or print its errors.
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            None
+        }
+    }
+}
+
+/// `herald run`.
+fn run_daemon(path: &Path, log_format: Option<LogFormat>, watch: bool) -> Outcome {
+    let Some(cfg) = load_or_report(path) else {
+        return Outcome::Invalid;
+    };
+    let format = log_format.unwrap_or(if cfg.logging.json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    crate::telemetry::init(&cfg.logging.level, format);
+    let Some(rt) = runtime() else {
+        return Outcome::Failed;
+    };
+    rt.block_on(async move {
+        let metrics = crate::telemetry::install_metrics();
+        match crate::daemon::run(cfg, metrics, watch).await {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                tracing::error!("herald stopped: {e}");
+                eprintln!("herald: {e}");
+                Outcome::Failed
+            }
+        }
+    })
+}
+
+/// The REST client for the configured service; the embedded one is reached at its listen
+/// address (it must be running: `herald run` or `herald service`).
+fn client_for(cfg: &Config) -> Result<RestClient, String> {
+    let endpoint = match &cfg.signalr {
+        SignalrConfig::Azure(endpoint) => (**endpoint).clone(),
+        SignalrConfig::Embedded {
+            listen,
+            access_key,
+            public_url,
+        } => {
+            let key = crate::daemon::embedded_access_key(access_key.as_ref()).map_err(|e| {
+                format!(
+                    "cannot read the embedded service's key in {}: {e}",
+                    crate::daemon::state_dir().display()
+                )
+            })?;
+            crate::daemon::embedded_endpoint(*listen, &key, public_url.as_deref())
+                .map_err(|e| e.to_string())?
+        }
+    };
+    RestClient::new(endpoint, RestOptions::default()).map_err(|e| e.to_string())
+}
+
+/// `herald send`.
+fn send(path: &Path, message: Message) -> Outcome {
+    let Some(cfg) = load_or_report(path) else {
+        return Outcome::Invalid;
+    };
+    let rest = match client_for(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald send: {e}");
+            return Outcome::Invalid;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return Outcome::Failed;
+    };
+    match rt.block_on(rest.send(&message)) {
+        Ok(()) => {
+            println!(
+                "sent {} to {} in hub {}",
+                message.target,
+                message.to.kind(),
+                message.hub
+            );
+            Outcome::Ok
+        }
+        Err(e) => {
+            eprintln!("herald send: {e}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// `herald token`.
+fn token(path: &Path, hub: &str, user: Option<&str>, ttl: Option<&str>) -> Outcome {
+    let Some(cfg) = load_or_report(path) else {
+        return Outcome::Invalid;
+    };
+    let ttl = match ttl.map(config::units::parse_duration) {
+        None => cfg
+            .hubs
+            .get(hub)
+            .map(|h| h.token_ttl)
+            .unwrap_or(std::time::Duration::from_secs(3600)),
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            eprintln!("herald token: --ttl must be above 0");
+            return Outcome::Invalid;
+        }
+        Some(Err(e)) => {
+            eprintln!("herald token: --ttl: {e}");
+            return Outcome::Invalid;
+        }
+    };
+    let rest = match client_for(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald token: {e}");
+            return Outcome::Invalid;
+        }
+    };
+    let endpoint = rest.endpoint();
+    match crate::signalr::token::mint_client(
+        endpoint.access_key(),
+        &endpoint.client_audience(hub),
+        user,
+        ttl,
+    ) {
+        Ok(t) => {
+            println!(
+                "{}",
+                serde_json::json!({"url": endpoint.client_url(hub), "accessToken": t})
+            );
+            Outcome::Ok
+        }
+        Err(e) => {
+            eprintln!("herald token: {e}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// `herald service`.
+fn service(listen: &str, access_key: Option<String>) -> Outcome {
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        eprintln!(
+            "herald service: invalid --listen `{listen}`: write host:port, e.g. 127.0.0.1:8888"
+        );
+        return Outcome::Invalid;
+    };
+    if access_key.as_ref().is_some_and(|k| k.len() < 16) {
+        eprintln!("herald service: --access-key must be at least 16 characters");
+        return Outcome::Invalid;
+    }
+    crate::telemetry::init("info", LogFormat::Text);
+    let Some(rt) = runtime() else {
+        return Outcome::Failed;
+    };
+    rt.block_on(async move {
+        let key = access_key.unwrap_or_else(crate::daemon::generate_access_key);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = match Service::start(
+            ServiceOptions::new(addr, vec![key.clone()]),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("herald service: {e}");
+                return Outcome::Failed;
+            }
+        };
+        match crate::daemon::embedded_endpoint(handle.local_addr(), &key, None) {
+            // Printed once, on stdout, for the operator to copy; never logged.
+            Ok(endpoint) => println!("{}", endpoint.to_connection_string()),
+            Err(e) => {
+                eprintln!("herald service: {e}");
+                return Outcome::Failed;
+            }
+        }
+        let (tx, mut rx) = crate::control::channel();
+        if let Err(e) = crate::control::spawn_signal_forwarder(tx) {
+            eprintln!("herald service: {e}");
+            return Outcome::Failed;
+        }
+        while let Some(msg) = rx.recv().await {
+            if msg == crate::control::Control::Shutdown {
+                break;
+            }
+        }
+        shutdown.cancel();
+        handle.stopped().await;
+        Outcome::Ok
+    })
 }
 
 fn not_yet(name: &str) -> Outcome {

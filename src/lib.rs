@@ -3,19 +3,36 @@
 //! One YAML file (`notifications.yaml`) declares hubs, message templates, cron schedules and
 //! HTTP status routes. herald serves negotiate endpoints to SignalR clients and delivers
 //! messages through Azure SignalR Service's REST API or through its own embedded
-//! SignalR-compatible service.
+//! SignalR-compatible service; the same REST client serves both.
 //!
 //! # Layout
 //!
 //! ```text
-//! message.rs     Message {hub, to: Recipient, target, arguments}
-//! signalr/       connection strings, tokens, REST client, hub protocol
-//! service/       the embedded SignalR-compatible service (client endpoint + REST API)
+//! cli.rs          clap commands: run, check, schema, send, token, service, functions init
+//! telemetry.rs    logging (text/JSON) and the Prometheus recorder
+//! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
+//! message.rs      Message {hub, to: Recipient, target, arguments}
+//! template.rs     minijinja templates; a lone "{{ expr }}" keeps its JSON type
+//! cron.rs         NCRONTAB (6 fields, 5 accepted) in an IANA zone → next fires
+//! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
+//!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
+//! signalr/        ServiceEndpoint (connection strings), token, rest (RestClient), protocol
+//! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
+//!                 fan-out, data-plane REST API
+//! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
+//!                 delivery, auth
 //! ```
 
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod cron;
+pub mod daemon;
 pub mod message;
 pub mod service;
 pub mod signalr;
+pub mod telemetry;
+pub mod template;
 
 /// Install the process-wide crypto providers (rustls and jsonwebtoken, both on aws-lc-rs).
 /// Call once at the start of `main` and in test set-up; repeated calls are harmless.
@@ -23,8 +40,3 @@ pub fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
-pub mod cli;
-pub mod config;
-pub mod cron;
-pub mod telemetry;
-pub mod template;

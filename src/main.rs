@@ -10,7 +10,10 @@ use herald::telemetry::{self, LogFormat};
 fn main() -> ExitCode {
     herald::install_crypto();
     let cli = Cli::parse();
-    telemetry::init("info", cli.log_format.unwrap_or(LogFormat::Text));
+    // `run` sets up logging itself, once its config says how.
+    if !matches!(cli.command, cli::Command::Run { .. }) {
+        telemetry::init("info", cli.log_format.unwrap_or(LogFormat::Text));
+    }
     match cli::run(cli) {
         Outcome::Ok => ExitCode::SUCCESS,
         Outcome::Invalid => ExitCode::from(1),

@@ -4,10 +4,12 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod live;
 pub mod model;
 pub mod schema;
 pub mod source;
 pub mod units;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -376,7 +378,11 @@ impl EndpointTable {
                     params: found
                         .params
                         .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .map(|(k, v)| {
+                            let decoded =
+                                percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                            (k.to_string(), decoded.into_owned())
+                        })
                         .collect(),
                 },
                 None => EndpointMatch::MethodNotAllowed(

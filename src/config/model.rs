@@ -58,7 +58,10 @@ pub struct EmbeddedSection {
     /// Address the embedded service listens on (clients connect here after negotiate).
     #[serde(default = "default_embedded_listen")]
     pub listen: String,
-    /// Access key that signs client and REST tokens. Generated at start when absent.
+    /// Access key that signs client and REST tokens (at least 16 characters). When absent, a
+    /// random key is generated once and kept (mode 0600) in `$STATE_DIRECTORY`, else
+    /// `$XDG_STATE_HOME/herald`, else `~/.local/state/herald`, so `herald token` and
+    /// `herald send` sign with the same key as the running daemon.
     #[serde(default)]
     pub access_key: Option<String>,
     /// Base URL handed to clients in negotiate, when they reach the service through a proxy

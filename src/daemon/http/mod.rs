@@ -1,0 +1,126 @@
+//! The daemon's HTTP API: one route table (`router`) with health, readiness and metrics, plus a
+//! fallback that matches negotiate paths and status routes in the current config snapshot, so
+//! a reload changes them with no router rebuild. Middleware: request ids, tracing, CORS from
+//! the live config, a request timeout and panic catching.
+
+pub mod error;
+pub mod health;
+pub mod negotiate;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::EndpointMatch;
+use crate::config::live::LiveConfig;
+use crate::daemon::reload::ReloadLog;
+use crate::signalr::rest::RestClient;
+use error::ApiError;
+
+/// Everything a request handler needs: cheap-to-clone handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: LiveConfig,
+    /// The one REST client (Azure or embedded service).
+    pub rest: RestClient,
+    /// `azure` or `embedded`, for `/healthz`.
+    pub service_kind: &'static str,
+    pub metrics: Option<PrometheusHandle>,
+    pub reloads: Arc<ReloadLog>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The daemon's router with its middleware. `request_timeout` is fixed at start.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let live = state.live.clone();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            let cfg = live.current();
+            let origin = origin.to_str().unwrap_or("");
+            cfg.http
+                .cors_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        }))
+        .allow_credentials(true)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(600));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(dispatch)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                        let id = req
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::unavailable("internal error").into_response()
+                }))
+                .layer(cors)
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout)),
+        )
+}
+
+/// Negotiate paths and status routes, looked up in the current snapshot.
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let cfg = state.live.current();
+    let (parts, body) = req.into_parts();
+    let result = match cfg.endpoints.lookup(&parts.method, parts.uri.path()) {
+        EndpointMatch::Negotiate(hub) => match cfg.hubs.get(hub) {
+            Some(hub) => negotiate::negotiate(&state, hub, &parts.headers)
+                .await
+                .map(IntoResponse::into_response),
+            None => Err(ApiError::not_found("hub not found")),
+        },
+        EndpointMatch::Route { index, params } => {
+            status::handle(
+                &state,
+                &cfg,
+                index,
+                params,
+                &parts.uri,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
+        EndpointMatch::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
+        EndpointMatch::NotFound => Err(ApiError::not_found(format!(
+            "nothing is configured at {} {}",
+            parts.method,
+            parts.uri.path()
+        ))),
+    };
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    if parts.method == Method::HEAD {
+        return response.into_parts().0.status.into_response();
+    }
+    response
+}

@@ -1,0 +1,214 @@
+//! The scheduler: one task that sleeps until the earliest next fire, fires each due schedule on
+//! its wall-clock second (computing the next instant at once, so an instant never fires twice),
+//! and reconciles with each new config snapshot by name and timing: unchanged schedules keep
+//! their next fire time, changed ones are rescheduled, removed ones stop, new ones start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, live::LiveConfig, render_message};
+use crate::daemon::delivery::deliver;
+use crate::message::Message;
+use crate::signalr::rest::RestClient;
+use crate::template::TemplateError;
+
+/// Longest a scheduled send may take before it is abandoned (logged and counted).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One schedule's timing state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Job {
+    /// Expression and time zone: when these are unchanged, `next` is kept.
+    key: (String, String),
+    next: DateTime<Utc>,
+}
+
+/// Render the message of schedule `name` for the fire instant `at`. Also used by the Functions
+/// timer trigger, where the host owns time.
+pub fn render_schedule(
+    cfg: &Config,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Option<Result<Message, TemplateError>> {
+    let s = cfg.schedules.get(name)?;
+    let vars = serde_json::json!({
+        "now": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "schedule": name,
+    });
+    Some(render_message(&s.hub, &s.template, s.to.as_ref(), &vars))
+}
+
+/// Bring `jobs` in line with `cfg` at time `now`; returns the names to fire at once
+/// (`run_on_startup` schedules that are new: all of them at start, added ones on reload).
+fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>) -> Vec<String> {
+    let mut fire_now = Vec::new();
+    jobs.retain(|name, _| cfg.schedules.contains_key(name));
+    for (name, s) in &cfg.schedules {
+        let key = s.timing_key();
+        match jobs.get(name) {
+            Some(job) if job.key == key => {}
+            existing => {
+                let is_new = existing.is_none();
+                match s.cron.next_after(now) {
+                    Some(next) => {
+                        if is_new {
+                            tracing::info!(schedule = %name, next = %next.to_rfc3339(), "schedule started");
+                        } else {
+                            tracing::info!(schedule = %name, next = %next.to_rfc3339(), "schedule rescheduled");
+                        }
+                        jobs.insert(name.clone(), Job { key, next });
+                    }
+                    None => {
+                        tracing::warn!(schedule = %name, "schedule has no future fire time");
+                        jobs.remove(name);
+                    }
+                }
+                if is_new && s.run_on_startup {
+                    fire_now.push(name.clone());
+                }
+            }
+        }
+    }
+    fire_now
+}
+
+/// Run until `shutdown`.
+pub async fn run(live: LiveConfig, rest: RestClient, shutdown: CancellationToken) {
+    let mut changes = live.subscribe();
+    let mut cfg = live.current();
+    let mut jobs = BTreeMap::new();
+    for name in reconcile(&mut jobs, &cfg, Utc::now()) {
+        fire(&cfg, &rest, &name, Utc::now());
+    }
+    loop {
+        let earliest = jobs.values().map(|j| j.next).min();
+        let wait = match earliest {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                cfg = live.current();
+                for name in reconcile(&mut jobs, &cfg, Utc::now()) {
+                    fire(&cfg, &rest, &name, Utc::now());
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                let now = Utc::now();
+                for (name, job) in jobs.iter_mut() {
+                    if job.next > now {
+                        continue;
+                    }
+                    let instant = job.next;
+                    let Some(s) = cfg.schedules.get(name) else { continue };
+                    let mut next = s.cron.next_after(instant);
+                    if let Some(n) = next && n <= now {
+                        // Late by more than one period (suspend, clock jump): skip what was
+                        // missed rather than firing a burst.
+                        metrics::counter!("herald_schedule_misses_total", "schedule" => name.clone()).increment(1);
+                        tracing::warn!(schedule = %name, missed_from = %n.to_rfc3339(), "schedule was late; skipped missed fires");
+                        next = s.cron.next_after(now);
+                    }
+                    fire(&cfg, &rest, name, instant);
+                    match next {
+                        Some(n) => {
+                            tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %n.to_rfc3339(), "schedule fired");
+                            job.next = n;
+                        }
+                        None => {
+                            tracing::warn!(schedule = %name, "schedule has no future fire time");
+                            job.next = DateTime::<Utc>::MAX_UTC;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!("scheduler stopped");
+}
+
+/// Render and send one fire of `name` in the background.
+fn fire(cfg: &Arc<Config>, rest: &RestClient, name: &str, at: DateTime<Utc>) {
+    metrics::counter!("herald_schedule_fires_total", "schedule" => name.to_string()).increment(1);
+    let message = match render_schedule(cfg, name, at) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            tracing::error!(schedule = %name, error = %e, at = %e.at, "schedule template failed to render");
+            metrics::counter!("herald_messages_total", "hub" => "", "to" => "", "source" => "schedule", "outcome" => "render_failed").increment(1);
+            return;
+        }
+        None => return,
+    };
+    let rest = rest.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        match tokio::time::timeout(SEND_TIMEOUT, deliver(&rest, &message, "schedule", &name)).await
+        {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(schedule = %name, "scheduled send timed out"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::load_str(Path::new("t.yaml"), text, &|_| None).unwrap()
+    }
+
+    const BASE: &str = "hubs: {h: {}}\ntemplates: {t: {target: x, arguments: ['{{ now }}']}}\n";
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn reconcile_keeps_unchanged_and_reschedules_changed() {
+        let a = cfg(&format!(
+            "{BASE}schedules:\n  keep: {{cron: '0 */30 * * * *', hub: h, template: t}}\n  change: {{cron: '0 0 * * * *', hub: h, template: t}}\n  drop: {{cron: '* * * * * *', hub: h, template: t}}\n"
+        ));
+        let mut jobs = BTreeMap::new();
+        assert!(reconcile(&mut jobs, &a, utc("2026-01-01T10:05:00Z")).is_empty());
+        let keep_before = jobs["keep"].clone();
+        assert_eq!(keep_before.next, utc("2026-01-01T10:30:00Z"));
+
+        let b = cfg(&format!(
+            "{BASE}schedules:\n  keep: {{cron: '0 */30 * * * *', hub: h, template: t}}\n  change: {{cron: '0 15 * * * *', hub: h, template: t}}\n  new: {{cron: '0 0 12 * * *', hub: h, template: t, run_on_startup: true}}\n"
+        ));
+        let fire = reconcile(&mut jobs, &b, utc("2026-01-01T10:20:00Z"));
+        assert_eq!(fire, ["new"]);
+        assert_eq!(
+            jobs["keep"], keep_before,
+            "unchanged schedule keeps its next fire"
+        );
+        assert_eq!(jobs["change"].next, utc("2026-01-01T11:15:00Z"));
+        assert!(!jobs.contains_key("drop"));
+        assert_eq!(jobs["new"].next, utc("2026-01-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn render_uses_the_fire_instant() {
+        let c = cfg(&format!(
+            "{BASE}schedules:\n  s: {{cron: '* * * * * *', hub: h, template: t}}\n"
+        ));
+        let m = render_schedule(&c, "s", utc("2026-01-01T10:00:07Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m.arguments,
+            vec![serde_json::json!("2026-01-01T10:00:07.000Z")]
+        );
+        assert!(render_schedule(&c, "nope", Utc::now()).is_none());
+    }
+}

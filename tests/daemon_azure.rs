@@ -1,0 +1,563 @@
+//! `herald run` against Azure SignalR Service, played by a recording stand-in of its REST API:
+//! negotiate answers and tokens, status routes with every error case, targeting, schedules,
+//! and `herald send` / `herald token`, all checked against the documented wire format.
+
+mod support;
+
+use std::time::Duration;
+
+use herald::signalr::token;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{ACCESS_KEY, Daemon, Recorder, claims};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef-test-key";
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+http:
+  listen: 127.0.0.1:0
+hubs:
+  notifications: {{}}
+templates:
+  system-status:
+    target: statusUpdate
+    arguments:
+      - timestamp: "{{{{ now }}}}"
+        status: "{{{{ status | default('System operational') }}}}"
+        message: "{{{{ message | default('All services running normally') }}}}"
+  order:
+    target: orderStatus
+    arguments:
+      - "{{{{ params.id }}}}"
+      - "{{{{ status }}}}"
+      - "{{{{ count }}}}"
+routes:
+  status:
+    path: /api/status
+    hub: notifications
+    template: system-status
+    auth:
+      api_key: {KEY}
+  to-user:
+    path: /api/users/{{user}}/orders/{{id}}
+    hub: notifications
+    template: order
+    to: {{user: "{{{{ params.user }}}}"}}
+    auth: {{api_key: {KEY}}}
+  to-group:
+    method: PUT
+    path: /api/groups/{{id}}
+    hub: notifications
+    template: order
+    to: {{group: "orders-{{{{ params.id }}}}"}}
+  to-connection:
+    path: /api/connections/{{id}}
+    hub: notifications
+    template: order
+    to: {{connection: "{{{{ params.id }}}}"}}
+{extra}"#
+    )
+}
+
+async fn start(extra: &str) -> (Recorder, Daemon) {
+    herald::install_crypto();
+    let rec = Recorder::start().await;
+    let cs = rec.connection_string();
+    let yaml = config(extra);
+    let daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start(&yaml, &[("AzureSignalRConnectionString", cs.as_str())])
+    })
+    .await
+    .unwrap();
+    (rec, daemon)
+}
+
+/// Verify a REST request's bearer token as Azure would and check the audience has no port.
+fn assert_rest_token(req: &support::Recorded) {
+    let t = req.bearer();
+    let expected = format!("http://127.0.0.1{}", req.path);
+    let c = token::verify(&t, &[ACCESS_KEY], &expected)
+        .expect("REST token verifies with the access key");
+    assert!(
+        c.aud.starts_with("http://127.0.0.1/api/"),
+        "audience must not carry the port: {}",
+        c.aud
+    );
+    let raw = claims(&t);
+    assert_eq!(
+        raw["exp"].as_u64().unwrap() - raw["iat"].as_u64().unwrap(),
+        3600
+    );
+}
+
+#[tokio::test]
+async fn negotiate_returns_client_url_and_verifiable_token() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    for method in [reqwest::Method::POST, reqwest::Method::GET] {
+        let r = http
+            .request(method, d.url("/api/negotiate"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        let url = body["url"].as_str().unwrap();
+        assert_eq!(
+            url,
+            format!(
+                "http://127.0.0.1:{}/client/?hub=notifications",
+                rec.addr.port()
+            )
+        );
+        let t = body["accessToken"].as_str().unwrap();
+        let c = token::verify(t, &[ACCESS_KEY], url).expect("token verifies");
+        assert_eq!(c.aud, "http://127.0.0.1/client/?hub=notifications");
+        let raw = claims(t);
+        let ttl = raw["exp"].as_u64().unwrap() - raw["iat"].as_u64().unwrap();
+        assert_eq!(ttl, 3600);
+        assert!(raw.get("asrs.s.uid").is_none(), "anonymous by default");
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            2,
+            "exactly url and accessToken: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_route_sends_exactly_one_rest_message() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"status": "Degraded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        uuid::Uuid::parse_str(body["id"].as_str().unwrap()).is_ok(),
+        "{body}"
+    );
+
+    let sends = rec.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sends = if rec.sends().len() > sends.len() {
+        rec.sends()
+    } else {
+        sends
+    };
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    let s = &sends[0];
+    assert_eq!(s.method, reqwest::Method::POST);
+    assert_eq!(s.path, "/api/hubs/notifications/:send");
+    assert_eq!(s.query.as_deref(), Some("api-version=2022-06-01"));
+    assert_eq!(s.headers["content-type"], "application/json");
+    let msg = s.json();
+    assert_eq!(msg["target"], "statusUpdate");
+    let arg = &msg["arguments"][0];
+    assert_eq!(arg["status"], "Degraded");
+    assert_eq!(arg["message"], "All services running normally");
+    let ts = arg["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+        "{ts}"
+    );
+    assert_eq!(
+        msg.as_object().unwrap().len(),
+        2,
+        "payload is {{target, arguments}}: {msg}"
+    );
+    assert_rest_token(s);
+}
+
+#[tokio::test]
+async fn targets_map_to_rest_paths_and_keep_json_types() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    let body = json!({"status": "shipped", "count": 3});
+    let r = http
+        .post(d.url("/api/users/alice%20b/orders/7"))
+        .header("X-API-Key", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = http
+        .put(d.url("/api/groups/42"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = http
+        .post(d.url("/api/connections/conn-1"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let sends = rec.wait_for(3, Duration::from_secs(5)).await;
+    let paths: Vec<&str> = sends.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/hubs/notifications/users/alice%20b/:send",
+            "/api/hubs/notifications/groups/orders-42/:send",
+            "/api/hubs/notifications/connections/conn-1/:send",
+        ]
+    );
+    for s in &sends {
+        assert_eq!(s.query.as_deref(), Some("api-version=2022-06-01"));
+        assert_rest_token(s);
+        assert_eq!(s.json()["target"], "orderStatus");
+        assert_eq!(s.json()["arguments"][1], "shipped");
+        assert_eq!(
+            s.json()["arguments"][2],
+            3,
+            "a lone expression keeps its JSON type"
+        );
+    }
+    assert_eq!(sends[0].json()["arguments"][0], "7");
+    assert_eq!(sends[1].json()["arguments"][0], "42");
+}
+
+async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let body: Value = r.json().await.expect("JSON error body");
+    assert!(
+        body["error"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    (status, body)
+}
+
+#[tokio::test]
+async fn status_route_errors() {
+    let extra =
+        "  small:\n    path: /api/small\n    hub: notifications\n    template: system-status\n";
+    let (rec, d) = start(extra).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str| http.post(d.url(path));
+
+    let (s, b) = error_of(post("/api/status").json(&json!({})).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, _) = error_of(
+        post("/api/status")
+            .header("X-API-Key", "wrong")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let (s, b) = error_of(
+        post("/api/status")
+            .header("X-API-Key", KEY)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, _) = error_of(
+        post("/api/status")
+            .header("X-API-Key", KEY)
+            .body("not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = error_of(
+        post("/api/status")
+            .header("X-API-Key", KEY)
+            .json(&json!([1, 2]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["detail"].as_str().unwrap().contains("JSON object"), "{b}");
+    let (s, _) = error_of(
+        post("/api/status")
+            .header("X-API-Key", KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("a=1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A template variable without a default is required.
+    let (s, b) = error_of(
+        post("/api/connections/c1")
+            .json(&json!({"count": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `status`"),
+        "{b}"
+    );
+
+    let (s, _) = error_of(post("/api/nothing-here").send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let r = http.get(d.url("/api/status")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    let (s, _) = error_of(r).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let (s, _) = error_of(http.delete(d.url("/api/negotiate")).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+
+    let big = json!({"status": "x".repeat(70 * 1024)});
+    let (s, _) = error_of(post("/api/small").json(&big).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    assert!(
+        rec.sends().is_empty(),
+        "no error case may send: {:?}",
+        rec.sends()
+    );
+
+    // The service refuses everything: 503 with Retry-After, after retries.
+    rec.respond_with(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let r = post("/api/small").json(&json!({})).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let (s, _) = error_of(r).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(rec.sends().len() >= 2, "retried: {}", rec.sends().len());
+}
+
+#[tokio::test]
+async fn every_second_schedule_fires_on_distinct_seconds() {
+    let extra = "schedules:\n  tick:\n    cron: '* * * * * *'\n    hub: notifications\n    template: system-status\n";
+    let (rec, _d) = start(extra).await;
+    let sends = rec.wait_for(2, Duration::from_secs(3)).await;
+    assert!(sends.len() >= 2, "fired {} times in 3 s", sends.len());
+    let stamps: Vec<String> = sends
+        .iter()
+        .map(|s| {
+            s.json()["arguments"][0]["timestamp"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for w in stamps.windows(2) {
+        assert_ne!(
+            w[0][..19],
+            w[1][..19],
+            "two fires in one second: {stamps:?}"
+        );
+        assert!(w[0].ends_with(".000Z"), "fires on the second: {stamps:?}");
+    }
+    for s in &sends {
+        assert_eq!(s.path, "/api/hubs/notifications/:send");
+        assert_rest_token(s);
+    }
+}
+
+#[tokio::test]
+async fn negotiate_user_id_from_header_and_bearer() {
+    let yaml = r#"
+http: {listen: 127.0.0.1:0}
+hubs:
+  a:
+    negotiate:
+      user_id: {header: x-ms-client-principal-id}
+  b:
+    negotiate:
+      token_ttl: 10m
+      user_id:
+        bearer: {secret: jwt-secret-for-tests, issuer: https://idp.test}
+        required: true
+"#;
+    herald::install_crypto();
+    let rec = Recorder::start().await;
+    let cs = rec.connection_string();
+    let d = tokio::task::spawn_blocking(move || {
+        Daemon::start(yaml, &[("AzureSignalRConnectionString", cs.as_str())])
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let b: Value = http
+        .post(d.url("/api/a/negotiate"))
+        .header("x-ms-client-principal-id", "alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        claims(b["accessToken"].as_str().unwrap())["asrs.s.uid"],
+        "alice"
+    );
+
+    let (s, _) = error_of(http.post(d.url("/api/b/negotiate")).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "user id required");
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let make = |iss: &str, key: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "bob", "iss": iss, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let good = make("https://idp.test", b"jwt-secret-for-tests");
+    let b: Value = http
+        .post(d.url("/api/b/negotiate"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = claims(b["accessToken"].as_str().unwrap());
+    assert_eq!(c["asrs.s.uid"], "bob");
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 600);
+    for bad in [
+        make("https://evil", b"jwt-secret-for-tests"),
+        make("https://idp.test", b"forged"),
+    ] {
+        let (s, _) = error_of(
+            http.post(d.url("/api/b/negotiate"))
+                .bearer_auth(bad)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn health_ready_and_cors() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    let h: Value = http
+        .get(d.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["config"]["generation"], 1);
+    assert_eq!(h["service"], "azure");
+    let r = http.get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        rec.requests()
+            .iter()
+            .any(|r| r.method == reqwest::Method::HEAD && r.path == "/api/health")
+    );
+    rec.respond_with(reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let r = http.get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // No CORS origins configured: no CORS headers.
+    let r = http
+        .post(d.url("/api/negotiate"))
+        .header("origin", "https://app.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = http.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("herald_negotiate_total"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_send_and_token_use_the_same_client() {
+    herald::install_crypto();
+    let rec = Recorder::start().await;
+    let cs = rec.connection_string();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n.yaml");
+    std::fs::write(&f, "hubs: {notifications: {}}\n").unwrap();
+    let path = f.to_str().unwrap().to_string();
+    let env = [("AzureSignalRConnectionString", cs.as_str())];
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        support::herald(
+            &[
+                "send",
+                "-c",
+                &path,
+                "--hub",
+                "notifications",
+                "--target",
+                "notify",
+                "--user",
+                "alice",
+                "{\"n\":1}",
+                "hello",
+            ],
+            &env,
+        )
+    });
+    assert_eq!(code, Some(0), "{out}{err}");
+    let sends = rec.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(sends[0].path, "/api/hubs/notifications/users/alice/:send");
+    assert_eq!(
+        sends[0].json(),
+        json!({"target": "notify", "arguments": [{"n": 1}, "hello"]})
+    );
+    assert_rest_token(&sends[0]);
+
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        support::herald(
+            &[
+                "token",
+                "-c",
+                &path,
+                "--hub",
+                "notifications",
+                "--user",
+                "bob",
+                "--ttl",
+                "5m",
+            ],
+            &env,
+        )
+    });
+    assert_eq!(code, Some(0), "{err}");
+    let info: Value = serde_json::from_str(out.trim()).unwrap();
+    let url = info["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "http://127.0.0.1:{}/client/?hub=notifications",
+            rec.addr.port()
+        )
+    );
+    let c = token::verify(info["accessToken"].as_str().unwrap(), &[ACCESS_KEY], url).unwrap();
+    assert_eq!(c.user_id(), Some("bob"));
+    assert_eq!(c.exp - c.iat.unwrap(), 300);
+}

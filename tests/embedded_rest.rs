@@ -1,0 +1,202 @@
+//! herald's own REST client against the embedded service, in-process: every data-plane
+//! operation round-trips, observed through real WebSocket connections.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald::message::{Message, Recipient};
+use herald::service::{Service, ServiceOptions};
+use herald::signalr::rest::{ApiVersion, RestClient, RestOptions};
+use herald::signalr::{ServiceEndpoint, token};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "embedded-rest-test-key-0123456789";
+const HUB: &str = "chat";
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A JSON-protocol connection: negotiate, open the WebSocket, handshake.
+struct Conn {
+    id: String,
+    ws: Socket,
+}
+
+impl Conn {
+    async fn open(endpoint: &ServiceEndpoint, user: Option<&str>) -> Conn {
+        let t = token::mint_client(KEY, &endpoint.client_audience(HUB), user, Duration::from_secs(600)).unwrap();
+        let base = endpoint.client_url(HUB);
+        let negotiate = base.replace("/client/?hub=", "/client/negotiate?hub=") + "&negotiateVersion=1";
+        let n: Value = reqwest::Client::new()
+            .post(&negotiate)
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = n["connectionId"].as_str().unwrap().to_string();
+        let ws_url = format!(
+            "{}&id={}&access_token={t}",
+            base.replace("http://", "ws://"),
+            n["connectionToken"].as_str().unwrap()
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+        ws.send(Ws::text("{\"protocol\":\"json\",\"version\":1}\u{1e}")).await.unwrap();
+        let reply = next_text(&mut ws).await.expect("handshake reply");
+        assert!(reply.starts_with("{}\u{1e}"), "{reply}");
+        Conn { id, ws }
+    }
+
+    /// The next Invocation's arguments, skipping pings; `None` when nothing arrives in time.
+    async fn invocation(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let text = tokio::time::timeout_at(deadline, next_text(&mut self.ws)).await.ok()??;
+            for record in text.split('\u{1e}').filter(|r| !r.is_empty()) {
+                let v: Value = serde_json::from_str(record).unwrap();
+                match v["type"].as_u64() {
+                    Some(1) => return Some(v["arguments"].clone()),
+                    Some(7) => return Some(json!({"closed": v})),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn next_text(ws: &mut Socket) -> Option<String> {
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Ws::Text(t) => return Some(t.to_string()),
+            Ws::Close(_) => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn msg(to: Recipient, n: u32) -> Message {
+    Message {
+        hub: HUB.into(),
+        to,
+        target: "t".into(),
+        arguments: vec![json!(n)],
+        excluded: vec![],
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(300);
+const LONG: Duration = Duration::from_secs(5);
+
+async fn run_all_operations(api: ApiVersion) {
+    herald::install_crypto();
+    let shutdown = CancellationToken::new();
+    let handle = Service::start(
+        ServiceOptions::new("127.0.0.1:0".parse().unwrap(), vec![KEY.into()]),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = handle.local_addr();
+    let endpoint = ServiceEndpoint::new("http://127.0.0.1", Some(addr.port()), KEY).unwrap();
+    let rest = RestClient::new(endpoint.clone(), RestOptions { api, ..RestOptions::default() }).unwrap();
+    let v1 = api == ApiVersion::V1;
+
+    rest.health().await.unwrap();
+    let mut a = Conn::open(&endpoint, Some("alice")).await;
+    let mut b = Conn::open(&endpoint, Some("bob")).await;
+
+    assert!(rest.connection_exists(HUB, &a.id).await.unwrap());
+    assert!(!rest.connection_exists(HUB, "nope").await.unwrap());
+    assert!(rest.user_exists(HUB, "alice").await.unwrap());
+    assert!(!rest.user_exists(HUB, "carol").await.unwrap());
+
+    // Broadcast, with and without exclusion.
+    rest.send(&msg(Recipient::All, 1)).await.unwrap();
+    assert_eq!(a.invocation(LONG).await, Some(json!([1])));
+    assert_eq!(b.invocation(LONG).await, Some(json!([1])));
+    let mut excluded = msg(Recipient::All, 2);
+    excluded.excluded = vec![a.id.clone()];
+    rest.send(&excluded).await.unwrap();
+    assert_eq!(b.invocation(LONG).await, Some(json!([2])));
+    assert_eq!(a.invocation(SHORT).await, None);
+
+    // User and connection sends.
+    rest.send(&msg(Recipient::User("bob".into()), 3)).await.unwrap();
+    assert_eq!(b.invocation(LONG).await, Some(json!([3])));
+    rest.send(&msg(Recipient::Connection(a.id.clone()), 4)).await.unwrap();
+    assert_eq!(a.invocation(LONG).await, Some(json!([4])));
+    assert_eq!(b.invocation(SHORT).await, None);
+
+    // Connection group membership.
+    rest.add_connection_to_group(HUB, "g1", &a.id).await.unwrap();
+    assert!(rest.group_exists(HUB, "g1").await.unwrap());
+    rest.send(&msg(Recipient::Group("g1".into()), 5)).await.unwrap();
+    assert_eq!(a.invocation(LONG).await, Some(json!([5])));
+    assert_eq!(b.invocation(SHORT).await, None);
+    rest.remove_connection_from_group(HUB, "g1", &a.id).await.unwrap();
+    assert!(!rest.group_exists(HUB, "g1").await.unwrap());
+
+    // User group membership (with a TTL), checks, removal, remove-from-all.
+    rest.add_user_to_group(HUB, "g2", "bob", Some(Duration::from_secs(60))).await.unwrap();
+    assert!(rest.user_in_group(HUB, "g2", "bob").await.unwrap());
+    assert!(!rest.user_in_group(HUB, "g2", "alice").await.unwrap());
+    rest.send(&msg(Recipient::Group("g2".into()), 6)).await.unwrap();
+    assert_eq!(b.invocation(LONG).await, Some(json!([6])));
+    rest.remove_user_from_group(HUB, "g2", "bob").await.unwrap();
+    assert!(!rest.user_in_group(HUB, "g2", "bob").await.unwrap());
+    rest.add_user_to_group(HUB, "g3", "bob", None).await.unwrap();
+    rest.add_user_to_group(HUB, "g4", "bob", None).await.unwrap();
+    rest.remove_user_from_all_groups(HUB, "bob").await.unwrap();
+    assert!(!rest.user_in_group(HUB, "g3", "bob").await.unwrap());
+    assert!(!rest.user_in_group(HUB, "g4", "bob").await.unwrap());
+
+    if !v1 {
+        rest.add_connection_to_group(HUB, "g5", &b.id).await.unwrap();
+        rest.remove_connection_from_all_groups(HUB, &b.id).await.unwrap();
+        assert!(!rest.group_exists(HUB, "g5").await.unwrap());
+    }
+
+    // Adding an unknown connection to a group is a 404 with Azure's error code.
+    let err = rest.add_connection_to_group(HUB, "g1", "missing").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    if !v1 {
+        assert_eq!(err.error_code(), Some("Error.Connection.NotExisted"));
+    }
+
+    // Close a connection: it gets a Close message, then disappears.
+    rest.close_connection(HUB, &a.id, Some("bye")).await.unwrap();
+    let closed = a.invocation(LONG).await;
+    assert!(closed.is_none() || closed.as_ref().is_some_and(|c| c.get("closed").is_some()), "{closed:?}");
+    let deadline = tokio::time::Instant::now() + LONG;
+    while rest.connection_exists(HUB, &a.id).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "connection still exists after close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A message over 1 MB is refused before it is sent.
+    let big = Message { arguments: vec![json!("x".repeat(1_100_000))], ..msg(Recipient::All, 0) };
+    assert!(matches!(rest.send(&big).await, Err(herald::signalr::rest::RestError::TooLarge { .. })));
+
+    // A REST client with the wrong key is refused.
+    let wrong = ServiceEndpoint::new("http://127.0.0.1", Some(addr.port()), "a-different-key-0123456789").unwrap();
+    let wrong = RestClient::new(wrong, RestOptions { api, max_retries: 0, ..RestOptions::default() }).unwrap();
+    let err = wrong.send(&msg(Recipient::All, 9)).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+
+    shutdown.cancel();
+    handle.stopped().await;
+}
+
+#[tokio::test]
+async fn every_rest_operation_round_trips_2022_06_01() {
+    run_all_operations(ApiVersion::V2022_06_01).await;
+}
+
+#[tokio::test]
+async fn every_rest_operation_round_trips_legacy_v1() {
+    run_all_operations(ApiVersion::V1).await;
+}
