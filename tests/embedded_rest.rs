@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 const KEY: &str = "embedded-rest-test-key-0123456789";
 const HUB: &str = "chat";
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A JSON-protocol connection: negotiate, open the WebSocket, handshake.
 struct Conn {
@@ -25,9 +26,16 @@ struct Conn {
 
 impl Conn {
     async fn open(endpoint: &ServiceEndpoint, user: Option<&str>) -> Conn {
-        let t = token::mint_client(KEY, &endpoint.client_audience(HUB), user, Duration::from_secs(600)).unwrap();
+        let t = token::mint_client(
+            KEY,
+            &endpoint.client_audience(HUB),
+            user,
+            Duration::from_secs(600),
+        )
+        .unwrap();
         let base = endpoint.client_url(HUB);
-        let negotiate = base.replace("/client/?hub=", "/client/negotiate?hub=") + "&negotiateVersion=1";
+        let negotiate =
+            base.replace("/client/?hub=", "/client/negotiate?hub=") + "&negotiateVersion=1";
         let n: Value = reqwest::Client::new()
             .post(&negotiate)
             .bearer_auth(&t)
@@ -44,7 +52,9 @@ impl Conn {
             n["connectionToken"].as_str().unwrap()
         );
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-        ws.send(Ws::text("{\"protocol\":\"json\",\"version\":1}\u{1e}")).await.unwrap();
+        ws.send(Ws::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+            .await
+            .unwrap();
         let reply = next_text(&mut ws).await.expect("handshake reply");
         assert!(reply.starts_with("{}\u{1e}"), "{reply}");
         Conn { id, ws }
@@ -54,7 +64,9 @@ impl Conn {
     async fn invocation(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let text = tokio::time::timeout_at(deadline, next_text(&mut self.ws)).await.ok()??;
+            let text = tokio::time::timeout_at(deadline, next_text(&mut self.ws))
+                .await
+                .ok()??;
             for record in text.split('\u{1e}').filter(|r| !r.is_empty()) {
                 let v: Value = serde_json::from_str(record).unwrap();
                 match v["type"].as_u64() {
@@ -102,7 +114,14 @@ async fn run_all_operations(api: ApiVersion) {
     .unwrap();
     let addr = handle.local_addr();
     let endpoint = ServiceEndpoint::new("http://127.0.0.1", Some(addr.port()), KEY).unwrap();
-    let rest = RestClient::new(endpoint.clone(), RestOptions { api, ..RestOptions::default() }).unwrap();
+    let rest = RestClient::new(
+        endpoint.clone(),
+        RestOptions {
+            api,
+            ..RestOptions::default()
+        },
+    )
+    .unwrap();
     let v1 = api == ApiVersion::V1;
 
     rest.health().await.unwrap();
@@ -125,65 +144,117 @@ async fn run_all_operations(api: ApiVersion) {
     assert_eq!(a.invocation(SHORT).await, None);
 
     // User and connection sends.
-    rest.send(&msg(Recipient::User("bob".into()), 3)).await.unwrap();
+    rest.send(&msg(Recipient::User("bob".into()), 3))
+        .await
+        .unwrap();
     assert_eq!(b.invocation(LONG).await, Some(json!([3])));
-    rest.send(&msg(Recipient::Connection(a.id.clone()), 4)).await.unwrap();
+    rest.send(&msg(Recipient::Connection(a.id.clone()), 4))
+        .await
+        .unwrap();
     assert_eq!(a.invocation(LONG).await, Some(json!([4])));
     assert_eq!(b.invocation(SHORT).await, None);
 
     // Connection group membership.
-    rest.add_connection_to_group(HUB, "g1", &a.id).await.unwrap();
+    rest.add_connection_to_group(HUB, "g1", &a.id)
+        .await
+        .unwrap();
     assert!(rest.group_exists(HUB, "g1").await.unwrap());
-    rest.send(&msg(Recipient::Group("g1".into()), 5)).await.unwrap();
+    rest.send(&msg(Recipient::Group("g1".into()), 5))
+        .await
+        .unwrap();
     assert_eq!(a.invocation(LONG).await, Some(json!([5])));
     assert_eq!(b.invocation(SHORT).await, None);
-    rest.remove_connection_from_group(HUB, "g1", &a.id).await.unwrap();
+    rest.remove_connection_from_group(HUB, "g1", &a.id)
+        .await
+        .unwrap();
     assert!(!rest.group_exists(HUB, "g1").await.unwrap());
 
     // User group membership (with a TTL), checks, removal, remove-from-all.
-    rest.add_user_to_group(HUB, "g2", "bob", Some(Duration::from_secs(60))).await.unwrap();
+    rest.add_user_to_group(HUB, "g2", "bob", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert!(rest.user_in_group(HUB, "g2", "bob").await.unwrap());
     assert!(!rest.user_in_group(HUB, "g2", "alice").await.unwrap());
-    rest.send(&msg(Recipient::Group("g2".into()), 6)).await.unwrap();
+    rest.send(&msg(Recipient::Group("g2".into()), 6))
+        .await
+        .unwrap();
     assert_eq!(b.invocation(LONG).await, Some(json!([6])));
     rest.remove_user_from_group(HUB, "g2", "bob").await.unwrap();
     assert!(!rest.user_in_group(HUB, "g2", "bob").await.unwrap());
-    rest.add_user_to_group(HUB, "g3", "bob", None).await.unwrap();
-    rest.add_user_to_group(HUB, "g4", "bob", None).await.unwrap();
+    rest.add_user_to_group(HUB, "g3", "bob", None)
+        .await
+        .unwrap();
+    rest.add_user_to_group(HUB, "g4", "bob", None)
+        .await
+        .unwrap();
     rest.remove_user_from_all_groups(HUB, "bob").await.unwrap();
     assert!(!rest.user_in_group(HUB, "g3", "bob").await.unwrap());
     assert!(!rest.user_in_group(HUB, "g4", "bob").await.unwrap());
 
     if !v1 {
-        rest.add_connection_to_group(HUB, "g5", &b.id).await.unwrap();
-        rest.remove_connection_from_all_groups(HUB, &b.id).await.unwrap();
+        rest.add_connection_to_group(HUB, "g5", &b.id)
+            .await
+            .unwrap();
+        rest.remove_connection_from_all_groups(HUB, &b.id)
+            .await
+            .unwrap();
         assert!(!rest.group_exists(HUB, "g5").await.unwrap());
     }
 
     // Adding an unknown connection to a group is a 404 with Azure's error code.
-    let err = rest.add_connection_to_group(HUB, "g1", "missing").await.unwrap_err();
+    let err = rest
+        .add_connection_to_group(HUB, "g1", "missing")
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err}");
     if !v1 {
         assert_eq!(err.error_code(), Some("Error.Connection.NotExisted"));
     }
 
     // Close a connection: it gets a Close message, then disappears.
-    rest.close_connection(HUB, &a.id, Some("bye")).await.unwrap();
+    rest.close_connection(HUB, &a.id, Some("bye"))
+        .await
+        .unwrap();
     let closed = a.invocation(LONG).await;
-    assert!(closed.is_none() || closed.as_ref().is_some_and(|c| c.get("closed").is_some()), "{closed:?}");
+    assert!(
+        closed.is_none() || closed.as_ref().is_some_and(|c| c.get("closed").is_some()),
+        "{closed:?}"
+    );
     let deadline = tokio::time::Instant::now() + LONG;
     while rest.connection_exists(HUB, &a.id).await.unwrap() {
-        assert!(tokio::time::Instant::now() < deadline, "connection still exists after close");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection still exists after close"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // A message over 1 MB is refused before it is sent.
-    let big = Message { arguments: vec![json!("x".repeat(1_100_000))], ..msg(Recipient::All, 0) };
-    assert!(matches!(rest.send(&big).await, Err(herald::signalr::rest::RestError::TooLarge { .. })));
+    let big = Message {
+        arguments: vec![json!("x".repeat(1_100_000))],
+        ..msg(Recipient::All, 0)
+    };
+    assert!(matches!(
+        rest.send(&big).await,
+        Err(herald::signalr::rest::RestError::TooLarge { .. })
+    ));
 
     // A REST client with the wrong key is refused.
-    let wrong = ServiceEndpoint::new("http://127.0.0.1", Some(addr.port()), "a-different-key-0123456789").unwrap();
-    let wrong = RestClient::new(wrong, RestOptions { api, max_retries: 0, ..RestOptions::default() }).unwrap();
+    let wrong = ServiceEndpoint::new(
+        "http://127.0.0.1",
+        Some(addr.port()),
+        "a-different-key-0123456789",
+    )
+    .unwrap();
+    let wrong = RestClient::new(
+        wrong,
+        RestOptions {
+            api,
+            max_retries: 0,
+            ..RestOptions::default()
+        },
+    )
+    .unwrap();
     let err = wrong.send(&msg(Recipient::All, 9)).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
 

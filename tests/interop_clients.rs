@@ -51,7 +51,10 @@ routes:
 }
 
 fn post_status(d: &Daemon, path: &str, status: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let r = reqwest::Client::new()
             .post(d.url(path))
@@ -108,7 +111,11 @@ fn pysignalr_receives_a_status_post() {
             assert_eq!(m["args"][0]["status"], "From Python");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "pysignalr got nothing: {:?}", py.seen);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pysignalr got nothing: {:?}",
+            py.seen
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -117,27 +124,58 @@ fn pysignalr_receives_a_status_post() {
 fn user_targeted_send_reaches_only_that_user() {
     // `herald token` and `herald send` read the same file, so the service needs a fixed port.
     let port = support::free_port();
-    let yaml = config().replace("listen: 127.0.0.1:0\n    access_key", &format!("listen: 127.0.0.1:{port}\n    access_key"));
+    let yaml = config().replace(
+        "listen: 127.0.0.1:0\n    access_key",
+        &format!("listen: 127.0.0.1:{port}\n    access_key"),
+    );
     let d = Daemon::start(&yaml, &[]);
     let cfg = d.config_path.to_str().unwrap().to_string();
     let state = d.dir.path().join("state");
     let env = [("XDG_STATE_HOME", state.to_str().unwrap())];
     let token = |user: &str| -> (String, String) {
-        let (code, out, err) = support::herald(&["token", "-c", &cfg, "--hub", "notifications", "--user", user], &env);
+        let (code, out, err) = support::herald(
+            &[
+                "token",
+                "-c",
+                &cfg,
+                "--hub",
+                "notifications",
+                "--user",
+                user,
+            ],
+            &env,
+        );
         assert_eq!(code, Some(0), "{err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        (v["url"].as_str().unwrap().to_string(), v["accessToken"].as_str().unwrap().to_string())
+        (
+            v["url"].as_str().unwrap().to_string(),
+            v["accessToken"].as_str().unwrap().to_string(),
+        )
     };
     let (url_a, tok_a) = token("alice");
     let (url_b, tok_b) = token("bob");
-    assert_eq!(url_a, format!("http://{}/client/?hub=notifications", d.service_addr.unwrap()));
+    assert_eq!(
+        url_a,
+        format!(
+            "http://{}/client/?hub=notifications",
+            d.service_addr.unwrap()
+        )
+    );
     let mut alice = ClientProcess::js(&["--url", &url_a, "--token", &tok_a, "--target", "notify"]);
     let mut bob = ClientProcess::js(&["--url", &url_b, "--token", &tok_b, "--target", "notify"]);
     alice.connected();
     bob.connected();
 
     let send = |args: &[&str]| {
-        let mut all = vec!["send", "-c", cfg.as_str(), "--hub", "notifications", "--target", "notify"];
+        let mut all = vec![
+            "send",
+            "-c",
+            cfg.as_str(),
+            "--hub",
+            "notifications",
+            "--target",
+            "notify",
+        ];
         all.extend_from_slice(args);
         let (code, out, err) = support::herald(&all, &env);
         assert_eq!(code, Some(0), "{out}{err}");
@@ -146,11 +184,19 @@ fn user_targeted_send_reaches_only_that_user() {
     send(&["\"for everyone\""]);
     let first = alice.message("notify", WAIT);
     assert_eq!(first["args"], json!(["for alice"]));
-    alice.wait_for(WAIT, |v| v["event"] == "message" && v["args"] == json!(["for everyone"]));
+    alice.wait_for(WAIT, |v| {
+        v["event"] == "message" && v["args"] == json!(["for everyone"])
+    });
     // Bob's connection receives in order: once the later broadcast is there, the user message
     // would have been too.
-    bob.wait_for(WAIT, |v| v["event"] == "message" && v["args"] == json!(["for everyone"]));
-    let bob_got: Vec<_> = bob.messages().into_iter().map(|m| m["args"].clone()).collect();
+    bob.wait_for(WAIT, |v| {
+        v["event"] == "message" && v["args"] == json!(["for everyone"])
+    });
+    let bob_got: Vec<_> = bob
+        .messages()
+        .into_iter()
+        .map(|m| m["args"].clone())
+        .collect();
     assert_eq!(bob_got, vec![json!(["for everyone"])]);
 }
 
@@ -164,11 +210,21 @@ fn group_message_reaches_only_members_after_a_rest_group_add() {
     let member_id = member.connected().expect("connection id");
     other.connected();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let endpoint = ServiceEndpoint::new(&format!("http://{}", d.service_addr.unwrap().ip()), Some(d.service_addr.unwrap().port()), ACCESS_KEY).unwrap();
+        let endpoint = ServiceEndpoint::new(
+            &format!("http://{}", d.service_addr.unwrap().ip()),
+            Some(d.service_addr.unwrap().port()),
+            ACCESS_KEY,
+        )
+        .unwrap();
         let rest = RestClient::new(endpoint, RestOptions::default()).unwrap();
-        rest.add_connection_to_group("notifications", "ops", &member_id).await.unwrap();
+        rest.add_connection_to_group("notifications", "ops", &member_id)
+            .await
+            .unwrap();
         assert!(rest.group_exists("notifications", "ops").await.unwrap());
         // Direct REST send to the group as well as the route below.
         rest.send(&Message {
@@ -183,10 +239,25 @@ fn group_message_reaches_only_members_after_a_rest_group_add() {
     });
     post_status(&d, "/api/groups/ops", "route group");
     post_status(&d, "/api/status", "everyone");
-    member.wait_for(WAIT, |v| v["event"] == "message" && v["args"][0]["status"] == "everyone");
-    let member_got: Vec<_> = member.messages().into_iter().map(|m| m["args"][0]["status"].clone()).collect();
-    assert_eq!(member_got, vec![json!("rest group"), json!("route group"), json!("everyone")]);
-    other.wait_for(WAIT, |v| v["event"] == "message" && v["args"][0]["status"] == "everyone");
-    let other_got: Vec<_> = other.messages().into_iter().map(|m| m["args"][0]["status"].clone()).collect();
+    member.wait_for(WAIT, |v| {
+        v["event"] == "message" && v["args"][0]["status"] == "everyone"
+    });
+    let member_got: Vec<_> = member
+        .messages()
+        .into_iter()
+        .map(|m| m["args"][0]["status"].clone())
+        .collect();
+    assert_eq!(
+        member_got,
+        vec![json!("rest group"), json!("route group"), json!("everyone")]
+    );
+    other.wait_for(WAIT, |v| {
+        v["event"] == "message" && v["args"][0]["status"] == "everyone"
+    });
+    let other_got: Vec<_> = other
+        .messages()
+        .into_iter()
+        .map(|m| m["args"][0]["status"].clone())
+        .collect();
     assert_eq!(other_got, vec![json!("everyone")]);
 }

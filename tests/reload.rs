@@ -32,12 +32,21 @@ routes:
     )
 }
 
-async fn start_in(dir: tempfile::TempDir, path: PathBuf, args: &'static [&'static str]) -> (Recorder, Daemon) {
+async fn start_in(
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    args: &'static [&'static str],
+) -> (Recorder, Daemon) {
     herald::install_crypto();
     let rec = Recorder::start().await;
     let cs = rec.connection_string();
     let d = tokio::task::spawn_blocking(move || {
-        Daemon::start_with(dir, path, &[("AzureSignalRConnectionString", cs.as_str())], args)
+        Daemon::start_with(
+            dir,
+            path,
+            &[("AzureSignalRConnectionString", cs.as_str())],
+            args,
+        )
     })
     .await
     .unwrap();
@@ -54,7 +63,12 @@ async fn start(text: &str) -> (Recorder, Daemon) {
 /// POST the route and return the argument the service received.
 async fn sent_text(rec: &Recorder, d: &Daemon) -> Value {
     let before = rec.sends().len();
-    let r = reqwest::Client::new().post(d.url("/api/status")).json(&json!({})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(d.url("/api/status"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let sends = rec.wait_for(before + 1, WAIT).await;
     sends[before].json()["arguments"][0].clone()
@@ -91,7 +105,11 @@ async fn rename_replace_is_picked_up_repeatedly() {
 #[tokio::test]
 async fn sed_in_place_is_picked_up() {
     let (rec, d) = start("v1").await;
-    let status = std::process::Command::new("sed").args(["-i", "s/\"v1\"/\"v2\"/"]).arg(&d.config_path).status().unwrap();
+    let status = std::process::Command::new("sed")
+        .args(["-i", "s/\"v1\"/\"v2\"/"])
+        .arg(&d.config_path)
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_reloaded(&rec, &d).await;
 }
@@ -116,7 +134,11 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::fs::create_dir(&mount).unwrap();
     configmap_version(&mount, "..2026_01_01_00_00_00.1", "v1");
     configmap_swap(&mount, "..2026_01_01_00_00_00.1");
-    std::os::unix::fs::symlink("..data/notifications.yaml", mount.join("notifications.yaml")).unwrap();
+    std::os::unix::fs::symlink(
+        "..data/notifications.yaml",
+        mount.join("notifications.yaml"),
+    )
+    .unwrap();
     let path = mount.join("notifications.yaml");
     let (rec, d) = start_in(dir, path, &[]).await;
     assert_eq!(sent_text(&rec, &d).await, "v1");
@@ -163,36 +185,66 @@ async fn invalid_edit_keeps_the_last_good_config() {
         if h["config"]["last_reload"]["outcome"] == "rejected" {
             break h;
         }
-        assert!(std::time::Instant::now() < deadline, "no rejected reload: {h}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejected reload: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!(h["config"]["generation"], 1);
     let error = h["config"]["last_reload"]["errors"][0].as_str().unwrap();
-    let expected = format!("{}:16:11: invalid cron expression `bogus`", d.config_path.display());
+    let expected = format!(
+        "{}:16:11: invalid cron expression `bogus`",
+        d.config_path.display()
+    );
     assert!(error.starts_with(&expected), "{error}");
     // Routes still answer with the old template, and the schedule keeps firing.
     let before = rec.sends().len();
     let after = rec.wait_for(before + 2, WAIT).await;
-    assert!(after.len() >= before + 2, "schedule stopped after an invalid edit");
+    assert!(
+        after.len() >= before + 2,
+        "schedule stopped after an invalid edit"
+    );
     assert_eq!(sent_text(&rec, &d).await, "v1");
-    let metrics = reqwest::get(d.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("herald_config_last_reload_successful 0"), "{metrics}");
+    let metrics = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("herald_config_last_reload_successful 0"),
+        "{metrics}"
+    );
 
     // Fixing the file applies it.
     std::fs::write(&d.config_path, yaml("v2", extra)).unwrap();
     d.wait_generation(2, WAIT).await;
-    let metrics = reqwest::get(d.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("herald_config_last_reload_successful 1"), "{metrics}");
+    let metrics = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("herald_config_last_reload_successful 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn every_second_schedule_is_undisturbed_by_ten_reloads() {
     let extra = "schedules:\n  tick:\n    cron: '* * * * * *'\n    hub: tick\n    template: tick\n";
     let text = |n: u32| {
-        yaml(&format!("unrelated edit {n}"), extra).replace(
-            "hubs:\n  notifications: {}\n",
-            "hubs:\n  notifications: {}\n  tick: {}\n",
-        ).replace("templates:\n", "templates:\n  tick:\n    target: tick\n    arguments: ['{{ now }}']\n")
+        yaml(&format!("unrelated edit {n}"), extra)
+            .replace(
+                "hubs:\n  notifications: {}\n",
+                "hubs:\n  notifications: {}\n  tick: {}\n",
+            )
+            .replace(
+                "templates:\n",
+                "templates:\n  tick:\n    target: tick\n    arguments: ['{{ now }}']\n",
+            )
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notifications.yaml");
@@ -210,27 +262,46 @@ async fn every_second_schedule_is_undisturbed_by_ten_reloads() {
         .filter(|s| s.path == "/api/hubs/tick/:send")
         .map(|s| {
             let t = s.json()["arguments"][0].as_str().unwrap().to_string();
-            chrono::DateTime::parse_from_rfc3339(&t).unwrap().timestamp()
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .unwrap()
+                .timestamp()
         })
         .collect();
     assert!(seconds.len() >= 8, "too few fires: {seconds:?}");
     let received = seconds.clone();
     seconds.sort_unstable();
     seconds.dedup();
-    assert_eq!(seconds.len(), received.len(), "a second fired twice: {received:?}");
+    assert_eq!(
+        seconds.len(),
+        received.len(),
+        "a second fired twice: {received:?}"
+    );
     let (first, last) = (seconds[0], seconds[seconds.len() - 1]);
-    assert_eq!(seconds.len() as i64, last - first + 1, "a second was skipped: {seconds:?}");
+    assert_eq!(
+        seconds.len() as i64,
+        last - first + 1,
+        "a second was skipped: {seconds:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_route_added_by_an_edit_answers_right_after() {
     let (rec, d) = start("v1").await;
-    let r = reqwest::Client::new().post(d.url("/api/added")).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(d.url("/api/added"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let added = "  added:\n    path: /api/added\n    hub: notifications\n    template: status\n";
     std::fs::write(&d.config_path, yaml("v1", added)).unwrap();
     d.wait_generation(2, WAIT).await;
-    let r = reqwest::Client::new().post(d.url("/api/added")).json(&json!({})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(d.url("/api/added"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let _ = rec.wait_for(1, WAIT).await;
 }
