@@ -250,6 +250,7 @@ fn client_for(cfg: &Config) -> Result<RestClient, String> {
             listen,
             access_key,
             public_url,
+            ..
         } => {
             let key = crate::daemon::embedded_access_key(access_key.as_ref()).map_err(|e| {
                 format!(

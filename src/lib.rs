@@ -10,6 +10,7 @@
 //! ```text
 //! cli.rs          clap commands: run, check, schema, send, token, service, functions init
 //! telemetry.rs    logging (text/JSON) and the Prometheus recorder
+//! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
 //! message.rs      Message {hub, to: Recipient, target, arguments}
 //! template.rs     minijinja templates; a lone "{{ expr }}" keeps its JSON type
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod message;
 pub mod service;
 pub mod signalr;
+pub mod systemd;
 pub mod telemetry;
 pub mod template;
 

@@ -16,8 +16,8 @@ use super::model::{JwtSection, LogFormat, RawConfig, ToSection};
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    Config, EndpointTable, HttpConfig, Hub, JwtRule, LoggingConfig, MessageTemplate, Route,
-    RouteAuth, Schedule, Secret, SignalrConfig, ToTemplate, UserIdRule, UserIdSource,
+    Config, EndpointTable, HttpConfig, Hub, JwtRule, LoggingConfig, MessageTemplate, RateLimit,
+    Route, RouteAuth, Schedule, Secret, SignalrConfig, ToTemplate, UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -296,7 +296,38 @@ pub fn compile(
                 }
             }
         });
-        if let (Some(method), Some(template), Some(to)) = (method, template, to) {
+        let rate_limit = match &r.rate_limit {
+            None => Some(None),
+            Some(rl) => {
+                let rl_at = [&at[..], &["rate_limit"]].concat();
+                let requests = std::num::NonZeroU32::new(rl.requests);
+                let burst = std::num::NonZeroU32::new(rl.burst.unwrap_or(rl.requests));
+                let per = parse_duration(&rl.per);
+                match (requests, burst, per) {
+                    (Some(requests), Some(burst), Ok(per)) if !per.is_zero() => {
+                        Some(Some(RateLimit {
+                            requests,
+                            per,
+                            burst,
+                        }))
+                    }
+                    (_, _, Err(e)) => {
+                        cx.err(&[&rl_at[..], &["per"]].concat(), e);
+                        None
+                    }
+                    _ => {
+                        cx.err(
+                            &rl_at,
+                            "rate_limit needs requests ≥ 1, burst ≥ 1 and a period above 0",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if let (Some(method), Some(template), Some(to), Some(rate_limit)) =
+            (method, template, to, rate_limit)
+        {
             let index = routes.len();
             if let Err(e) = endpoints.add_route(&r.path, method.clone(), index) {
                 cx.err(&[&at[..], &["path"]].concat(), e);
@@ -310,6 +341,7 @@ pub fn compile(
                 template,
                 to,
                 auth,
+                rate_limit,
             });
         }
     }
@@ -500,10 +532,17 @@ fn compile_signalr(
             "access_key must be at least 16 characters",
         );
     }
+    if e.max_connections == 0 {
+        cx.err(
+            &["signalr", "embedded", "max_connections"],
+            "max_connections must be at least 1",
+        );
+    }
     Some(SignalrConfig::Embedded {
         listen,
         access_key: e.access_key.clone().map(Secret::new),
         public_url: e.public_url.clone(),
+        max_connections: e.max_connections.max(1),
     })
 }
 

@@ -95,6 +95,7 @@ pub enum SignalrConfig {
         listen: SocketAddr,
         access_key: Option<Secret>,
         public_url: Option<String>,
+        max_connections: usize,
     },
 }
 
@@ -262,6 +263,15 @@ pub struct Route {
     pub template: Arc<MessageTemplate>,
     pub to: Option<ToTemplate>,
     pub auth: Option<RouteAuth>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A route's request budget: `requests` per `per`, with bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub requests: std::num::NonZeroU32,
+    pub per: Duration,
+    pub burst: std::num::NonZeroU32,
 }
 
 /// How a route checks its caller.

@@ -68,6 +68,13 @@ pub struct EmbeddedSection {
     /// (e.g. `https://signalr.example.com`). Default: `http://{listen}`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Most client connections served at once; more are refused with 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 impl Default for EmbeddedSection {
@@ -76,6 +83,7 @@ impl Default for EmbeddedSection {
             listen: default_embedded_listen(),
             access_key: None,
             public_url: None,
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -272,6 +280,28 @@ pub struct RouteSection {
     /// Who may call the route. Absent: anyone who can reach the listener.
     #[serde(default)]
     pub auth: Option<RouteAuthSection>,
+    /// Most requests the route accepts in a period, for all callers together; more are
+    /// answered 429 with `Retry-After`. Absent: no limit (routes are key-protected).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+}
+
+/// `routes.<name>.rate_limit:` a token bucket (GCRA) shared by all callers of the route.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Requests allowed per `per` (at least 1).
+    pub requests: u32,
+    /// The period, e.g. `1s`, `1m`. Default: `1s`.
+    #[serde(default = "default_rate_period")]
+    pub per: String,
+    /// Requests that may arrive at once before the rate applies. Default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_rate_period() -> String {
+    "1s".to_string()
 }
 
 fn default_method() -> String {

@@ -21,8 +21,8 @@ use crate::service::{Service, ServiceHandle, ServiceOptions};
 use crate::signalr::ServiceEndpoint;
 use crate::signalr::rest::{RestClient, RestOptions};
 
-/// How long in-flight requests get after a shutdown request.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight requests and sends get after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// `now` as templates see it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn now_rfc3339() -> String {
@@ -53,6 +53,18 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
+}
+
+/// The `STATUS=` line `systemctl status` shows.
+fn status_line(live: &LiveConfig, listen: SocketAddr, service: &str, note: &str) -> String {
+    let cfg = live.current();
+    format!(
+        "{note}: {} hubs, {} routes, {} schedules on {listen} ({service} service, config generation {})",
+        cfg.hubs.len(),
+        cfg.routes.len(),
+        cfg.schedules.len(),
+        live.generation()
+    )
 }
 
 /// A generated access key: 32 random bytes, base64 (43 characters).
@@ -152,14 +164,13 @@ pub async fn connect(
             listen,
             access_key,
             public_url,
+            max_connections,
         } => {
             let key = embedded_access_key(access_key.as_ref())
                 .map_err(|source| DaemonError::KeyFile { source })?;
-            let handle = Service::start(
-                ServiceOptions::new(*listen, vec![key.clone()]),
-                shutdown.child_token(),
-            )
-            .await?;
+            let mut options = ServiceOptions::new(*listen, vec![key.clone()]);
+            options.max_connections = *max_connections;
+            let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
             tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
             let rest = RestClient::new(endpoint, RestOptions::default())?;
@@ -216,6 +227,7 @@ pub async fn run_with_control(
         service_kind,
         metrics,
         reloads: reloads.clone(),
+        limiters: Arc::default(),
     };
     let app = http::router(state, request_timeout);
     let server_stop = shutdown.clone();
@@ -224,7 +236,16 @@ pub async fn run_with_control(
             .with_graceful_shutdown(server_stop.cancelled_owned())
             .await
     });
-    let scheduler = tokio::spawn(schedule::run(live.clone(), rest.clone(), shutdown.clone()));
+    let heartbeat = crate::systemd::Heartbeat::default();
+    heartbeat.beat();
+    let sends = tokio_util::task::TaskTracker::new();
+    let scheduler = tokio::spawn(schedule::run(
+        live.clone(),
+        rest.clone(),
+        shutdown.clone(),
+        heartbeat.clone(),
+        sends.clone(),
+    ));
     // Kept alive until the daemon stops; without it, SIGHUP still reloads.
     let _watcher = if watch {
         match crate::config::watch::watch(&live.current().path, tx.clone()) {
@@ -244,6 +265,8 @@ pub async fn run_with_control(
             schedules = cfg.schedules.len(), service = service_kind, "herald is running"
         );
     }
+    crate::systemd::ready(&status_line(&live, local, service_kind, "running"));
+    crate::systemd::spawn_watchdog(heartbeat, local, shutdown.clone());
 
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -255,7 +278,17 @@ pub async fn run_with_control(
                         stop = true;
                     }
                 }
-                reload::reload(&live, &reloads);
+                crate::systemd::reloading();
+                let note = match reload::reload(&live, &reloads) {
+                    reload::ReloadOutcome::Applied { .. } => "reloaded".to_string(),
+                    reload::ReloadOutcome::Unchanged => "running".to_string(),
+                    reload::ReloadOutcome::Rejected { errors } => format!(
+                        "last reload rejected ({} error{}; see the log)",
+                        errors.len(),
+                        if errors.len() == 1 { "" } else { "s" }
+                    ),
+                };
+                crate::systemd::ready(&status_line(&live, local, service_kind, &note));
                 if stop {
                     break;
                 }
@@ -265,8 +298,16 @@ pub async fn run_with_control(
     }
 
     tracing::info!("shutting down");
+    crate::systemd::stopping();
     shutdown.cancel();
     let _ = scheduler.await;
+    sends.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, sends.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("scheduled sends still running at shutdown were abandoned");
+    }
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(DaemonError::Serve(e)),

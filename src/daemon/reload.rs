@@ -75,11 +75,13 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
                 listen: l1,
                 access_key: k1,
                 public_url: p1,
+                max_connections: m1,
             },
             SignalrConfig::Embedded {
                 listen: l2,
                 access_key: k2,
                 public_url: p2,
+                max_connections: m2,
             },
         ) => {
             if l1 != l2 {
@@ -90,6 +92,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
             }
             if p1 != p2 {
                 keys.push("signalr.embedded.public_url");
+            }
+            if m1 != m2 {
+                keys.push("signalr.embedded.max_connections");
             }
         }
         _ => keys.push("signalr.connection_string"),

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, live::LiveConfig, render_message};
 use crate::daemon::delivery::deliver;
 use crate::message::Message;
 use crate::signalr::rest::RestClient;
+use crate::systemd::{HEARTBEAT_EVERY, Heartbeat};
 use crate::template::TemplateError;
 
 /// Longest a scheduled send may take before it is abandoned (logged and counted).
@@ -76,20 +78,29 @@ fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>)
     fire_now
 }
 
-/// Run until `shutdown`.
-pub async fn run(live: LiveConfig, rest: RestClient, shutdown: CancellationToken) {
+/// Run until `shutdown`. Sends are spawned on `sends`, so shutdown can wait for them;
+/// `heartbeat` beats on every turn of the loop (at least every second) for the watchdog.
+pub async fn run(
+    live: LiveConfig,
+    rest: RestClient,
+    shutdown: CancellationToken,
+    heartbeat: Heartbeat,
+    sends: TaskTracker,
+) {
     let mut changes = live.subscribe();
     let mut cfg = live.current();
     let mut jobs = BTreeMap::new();
     for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-        fire(&cfg, &rest, &name, Utc::now());
+        fire(&cfg, &rest, &sends, &name, Utc::now());
     }
     loop {
+        heartbeat.beat();
         let earliest = jobs.values().map(|j| j.next).min();
         let wait = match earliest {
             Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            None => Duration::from_secs(3600),
-        };
+            None => HEARTBEAT_EVERY,
+        }
+        .min(HEARTBEAT_EVERY);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = changes.changed() => {
@@ -98,7 +109,7 @@ pub async fn run(live: LiveConfig, rest: RestClient, shutdown: CancellationToken
                 }
                 cfg = live.current();
                 for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-                    fire(&cfg, &rest, &name, Utc::now());
+                    fire(&cfg, &rest, &sends, &name, Utc::now());
                 }
             }
             _ = tokio::time::sleep(wait) => {
@@ -117,7 +128,7 @@ pub async fn run(live: LiveConfig, rest: RestClient, shutdown: CancellationToken
                         tracing::warn!(schedule = %name, missed_from = %n.to_rfc3339(), "schedule was late; skipped missed fires");
                         next = s.cron.next_after(now);
                     }
-                    fire(&cfg, &rest, name, instant);
+                    fire(&cfg, &rest, &sends, name, instant);
                     match next {
                         Some(n) => {
                             tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %n.to_rfc3339(), "schedule fired");
@@ -135,8 +146,8 @@ pub async fn run(live: LiveConfig, rest: RestClient, shutdown: CancellationToken
     tracing::debug!("scheduler stopped");
 }
 
-/// Render and send one fire of `name` in the background.
-fn fire(cfg: &Arc<Config>, rest: &RestClient, name: &str, at: DateTime<Utc>) {
+/// Render and send one fire of `name` in the background (tracked by `sends`).
+fn fire(cfg: &Arc<Config>, rest: &RestClient, sends: &TaskTracker, name: &str, at: DateTime<Utc>) {
     metrics::counter!("herald_schedule_fires_total", "schedule" => name.to_string()).increment(1);
     let message = match render_schedule(cfg, name, at) {
         Some(Ok(m)) => m,
@@ -149,7 +160,7 @@ fn fire(cfg: &Arc<Config>, rest: &RestClient, name: &str, at: DateTime<Utc>) {
     };
     let rest = rest.clone();
     let name = name.to_string();
-    tokio::spawn(async move {
+    sends.spawn(async move {
         match tokio::time::timeout(SEND_TIMEOUT, deliver(&rest, &message, "schedule", &name)).await
         {
             Ok(_) => {}

@@ -164,7 +164,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl TransportKind {
+    /// The transport's name as SignalR spells it (metrics label).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "WebSockets",
+            TransportKind::ServerSentEvents => "ServerSentEvents",
+            TransportKind::LongPolling => "LongPolling",
+        }
+    }
+}
+
 impl Connection {
+    /// The attached transport's name, for metrics (`none` before one attaches).
+    pub(crate) fn transport_name(&self) -> &'static str {
+        lock(&self.state)
+            .transport
+            .map(TransportKind::name)
+            .unwrap_or("none")
+    }
+
     pub(crate) fn new(
         id: String,
         token: String,

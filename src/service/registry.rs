@@ -220,16 +220,23 @@ impl Registry {
                 .insert(connection.id.clone());
         }
         let count = t.hubs.values().map(|h| h.connections.len()).sum::<usize>();
+        drop(t);
         metrics::gauge!("herald_service_connections").set(count as f64);
+        metrics::gauge!("herald_connections", "hub" => connection.hub.clone(), "transport" => connection.transport_name())
+            .increment(1.0);
     }
 
     /// Stop delivering to the connection and drop its group memberships (user memberships
     /// stay: they apply to the user's future connections).
     pub(crate) fn deactivate(&self, connection: &Connection) {
+        // Read before taking the registry lock: never hold both.
+        let transport = connection.transport_name();
         let mut t = self.write();
         let key = connection.hub.clone();
         if let Some(hub) = t.hubs.get_mut(&key) {
             if hub.connections.remove(&connection.id).is_some() {
+                metrics::gauge!("herald_connections", "hub" => key.clone(), "transport" => transport)
+                    .decrement(1.0);
                 if let Some(user) = &connection.user
                     && let Some(set) = hub.users.get_mut(user)
                 {

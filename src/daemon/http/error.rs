@@ -63,6 +63,16 @@ impl ApiError {
             format!("send the body as application/json (got `{found}`)"),
         )
     }
+    pub fn too_many_requests(route: &str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!("route `{route}` is over its rate limit; retry in {secs} s"),
+        );
+        e.retry_after = Some(secs.max(1));
+        e
+    }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

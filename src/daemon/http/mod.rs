@@ -6,6 +6,7 @@
 pub mod error;
 pub mod health;
 pub mod negotiate;
+pub mod rate_limit;
 pub mod status;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub service_kind: &'static str,
     pub metrics: Option<PrometheusHandle>,
     pub reloads: Arc<ReloadLog>,
+    pub limiters: Arc<rate_limit::RateLimiters>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,6 +90,15 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
 }
 
+/// A 429 when route `index` is over its rate limit.
+fn limited(state: &AppState, cfg: &crate::config::Config, index: usize) -> Option<ApiError> {
+    let route = cfg.routes.get(index)?;
+    let limit = route.rate_limit.as_ref()?;
+    let wait = state.limiters.check(&route.name, limit).err()?;
+    metrics::counter!("herald_rate_limited_total", "route" => route.name.clone()).increment(1);
+    Some(ApiError::too_many_requests(&route.name, wait))
+}
+
 /// Negotiate paths and status routes, looked up in the current snapshot.
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let cfg = state.live.current();
@@ -99,18 +110,21 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 .map(IntoResponse::into_response),
             None => Err(ApiError::not_found("hub not found")),
         },
-        EndpointMatch::Route { index, params } => {
-            status::handle(
-                &state,
-                &cfg,
-                index,
-                params,
-                &parts.uri,
-                &parts.headers,
-                body,
-            )
-            .await
-        }
+        EndpointMatch::Route { index, params } => match limited(&state, &cfg, index) {
+            Some(refusal) => Err(refusal),
+            None => {
+                status::handle(
+                    &state,
+                    &cfg,
+                    index,
+                    params,
+                    &parts.uri,
+                    &parts.headers,
+                    body,
+                )
+                .await
+            }
+        },
         EndpointMatch::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
         EndpointMatch::NotFound => Err(ApiError::not_found(format!(
             "nothing is configured at {} {}",
