@@ -261,3 +261,64 @@ fn group_message_reaches_only_members_after_a_rest_group_add() {
         .collect();
     assert_eq!(other_got, vec![json!("everyone")]);
 }
+
+#[test]
+fn herald_service_prints_a_working_connection_string() {
+    use std::io::{BufRead, BufReader};
+    herald::install_crypto();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["service", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint =
+        ServiceEndpoint::from_connection_string(line.trim()).expect("a connection string");
+    assert!(
+        line.starts_with("Endpoint=http://127.0.0.1;Port="),
+        "{line}"
+    );
+    assert!(endpoint.access_key().len() >= 32, "a generated key");
+
+    let token = herald::signalr::token::mint_client(
+        endpoint.access_key(),
+        &endpoint.client_audience("chat"),
+        None,
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let mut client = ClientProcess::js(&[
+        "--url",
+        &endpoint.client_url("chat"),
+        "--token",
+        &token,
+        "--target",
+        "hello",
+    ]);
+    client.connected();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let rest = RestClient::new(endpoint.clone(), RestOptions::default()).unwrap();
+        rest.health().await.unwrap();
+        rest.send(&Message {
+            hub: "chat".into(),
+            to: Recipient::All,
+            target: "hello".into(),
+            arguments: vec![json!("from the REST API")],
+            excluded: vec![],
+        })
+        .await
+        .unwrap();
+    });
+    let m = client.message("hello", WAIT);
+    assert_eq!(m["args"], json!(["from the REST API"]));
+    let _ = child.kill();
+    let _ = child.wait();
+}

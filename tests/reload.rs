@@ -305,3 +305,49 @@ async fn a_route_added_by_an_edit_answers_right_after() {
     assert_eq!(r.status(), 202);
     let _ = rec.wait_for(1, WAIT).await;
 }
+
+#[test]
+fn js_client_sees_changed_template_text_after_sed_and_in_place_write() {
+    let yaml = |text: &str| {
+        format!(
+            "signalr:\n  embedded:\n    listen: 127.0.0.1:0\nhttp:\n  listen: 127.0.0.1:0\nhubs:\n  notifications: {{}}\n\
+templates:\n  status:\n    target: statusUpdate\n    arguments: [\"{text}\"]\n\
+routes:\n  status:\n    path: /api/status\n    hub: notifications\n    template: status\n"
+        )
+    };
+    let d = Daemon::start(&yaml("first text"), &[]);
+    let mut client = support::ClientProcess::js(&["--url", &d.url("/api")]);
+    client.connected();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = || {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(d.url("/api/status"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        })
+    };
+    post();
+    client.wait_for(WAIT, |v| v["args"] == json!(["first text"]));
+
+    let status = std::process::Command::new("sed")
+        .args(["-i", "s/first text/second text/"])
+        .arg(&d.config_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    rt.block_on(d.wait_generation(2, WAIT));
+    post();
+    client.wait_for(WAIT, |v| v["args"] == json!(["second text"]));
+
+    std::fs::write(&d.config_path, yaml("third text")).unwrap();
+    rt.block_on(d.wait_generation(3, WAIT));
+    post();
+    client.wait_for(WAIT, |v| v["args"] == json!(["third text"]));
+}
