@@ -89,46 +89,48 @@ pub(crate) fn rest(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<Cl
 pub(crate) fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     let query = query.split('#').next().unwrap_or("");
-    query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+    Query::parse(query).get(name).map(str::to_string)
 }
 
-/// Parse `a=1&b=2` into decoded pairs (`+` is a space, as in forms).
-pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
-            )
-        })
-        .collect()
-}
+/// A request's query parameters, decoded as forms are (`+` is a space, `%XX` escapes), in
+/// order.
+pub(crate) struct Query(Vec<(String, String)>);
 
-/// Decode `%XX` escapes; invalid escapes are kept as written, invalid UTF-8 is replaced.
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = bytes.get(i + 1..i + 3)
-            && let Ok(hex) = std::str::from_utf8(hex)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
+impl Query {
+    pub(crate) fn parse(query: &str) -> Self {
+        Query(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
-    String::from_utf8_lossy(&out).into_owned()
+
+    pub(crate) fn of(uri: &axum::http::Uri) -> Self {
+        Self::parse(uri.query().unwrap_or(""))
+    }
+
+    /// The first non-empty value of `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` (e.g. repeated `excluded`).
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decode `%XX` escapes in a path segment; invalid UTF-8 is replaced.
+pub(crate) fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -143,13 +145,9 @@ mod tests {
             Some("Chat Room")
         );
         assert_eq!(query_param("http://h/client/", "hub"), None);
-        assert_eq!(
-            query_pairs("excluded=a&excluded=b+c"),
-            vec![
-                ("excluded".to_string(), "a".to_string()),
-                ("excluded".to_string(), "b c".to_string())
-            ]
-        );
+        let q = Query::parse("excluded=a&excluded=b+c&empty=");
+        assert_eq!(q.all("excluded").collect::<Vec<_>>(), ["a", "b c"]);
+        assert_eq!(q.get("empty"), None);
     }
 
     #[test]

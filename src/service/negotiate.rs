@@ -24,13 +24,8 @@ pub(crate) async fn negotiate(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let query = auth::query_pairs(uri.query().unwrap_or(""));
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = auth::Query::of(&uri);
+    let param = |name: &str| query.get(name);
     let Some(hub) = param("hub").filter(|h| !h.is_empty()) else {
         return (
             StatusCode::BAD_REQUEST,

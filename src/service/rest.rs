@@ -119,19 +119,10 @@ fn handle(
     let Some((&"hubs", [hub, rest @ ..])) = segments.split_first() else {
         return Err(no_route());
     };
-    let query = auth::query_pairs(uri.query().unwrap_or(""));
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = auth::Query::of(uri);
+    let param = |name: &str| query.get(name);
     let hub = hub_name(hub, param("application"))?;
-    let excluded: Vec<String> = query
-        .iter()
-        .filter(|(k, _)| k == "excluded")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let excluded: Vec<String> = query.all("excluded").map(str::to_string).collect();
     let reason = param("reason");
     let handle = ServiceHandle {
         shared: shared.clone(),

@@ -73,6 +73,22 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+impl Claims {
+    /// Claims for audience `aud`, issued now, expiring after `ttl` (at least one second).
+    fn issued_now(aud: &str, ttl: Duration) -> Self {
+        let now = now_secs();
+        Claims {
+            aud: aud.to_string(),
+            exp: now + ttl.as_secs().max(1),
+            iat: Some(now),
+            nbf: Some(now),
+            asrs_uid: None,
+            nameid: None,
+            sub: None,
+        }
+    }
+}
+
 /// Mint a client token (negotiate): `aud` = the client URL, user id in `asrs.s.uid`.
 pub fn mint_client(
     access_key: &str,
@@ -80,15 +96,9 @@ pub fn mint_client(
     user_id: Option<&str>,
     ttl: Duration,
 ) -> Result<String, TokenError> {
-    let now = now_secs();
     let claims = Claims {
-        aud: audience.to_string(),
-        exp: now + ttl.as_secs().max(1),
-        iat: Some(now),
-        nbf: Some(now),
         asrs_uid: user_id.map(str::to_string),
-        nameid: None,
-        sub: None,
+        ..Claims::issued_now(audience, ttl)
     };
     sign(access_key, &claims)
 }
@@ -100,15 +110,9 @@ pub fn mint_rest(
     server_name: &str,
     ttl: Duration,
 ) -> Result<String, TokenError> {
-    let now = now_secs();
     let claims = Claims {
-        aud: audience.to_string(),
-        exp: now + ttl.as_secs().max(1),
-        iat: Some(now),
-        nbf: Some(now),
-        asrs_uid: None,
         nameid: Some(server_name.to_string()),
-        sub: None,
+        ..Claims::issued_now(audience, ttl)
     };
     sign(access_key, &claims)
 }

@@ -33,14 +33,8 @@ pub(crate) async fn client(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
-    let query = auth::query_pairs(uri.query().unwrap_or(""));
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let query = auth::Query::of(&uri);
+    let param = |name: &str| query.get(name);
     let Some(hub) = param("hub") else {
         return (
             StatusCode::BAD_REQUEST,
