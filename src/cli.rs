@@ -147,7 +147,7 @@ pub fn run(cli: Cli) -> Outcome {
             no_watch,
         } => {
             if custom_handler || std::env::var_os("FUNCTIONS_CUSTOMHANDLER_PORT").is_some() {
-                return not_yet("run --custom-handler");
+                return run_custom_handler(&config.config, cli.log_format);
             }
             run_daemon(&config.config, cli.log_format, !no_watch)
         }
@@ -186,7 +186,9 @@ pub fn run(cli: Cli) -> Outcome {
             ttl,
         } => token(&config.config, &hub, user.as_deref(), ttl.as_deref()),
         Command::Service { listen, access_key } => service(&listen, access_key),
-        Command::Functions { .. } => not_yet("functions init"),
+        Command::Functions {
+            command: FunctionsCommand::Init { config, dir },
+        } => functions_init(&config.config, &dir),
     }
 }
 
@@ -401,9 +403,83 @@ fn service(listen: &str, access_key: Option<String>) -> Outcome {
     })
 }
 
-fn not_yet(name: &str) -> Outcome {
-    eprintln!("herald {name}: not implemented yet");
-    Outcome::Failed
+/// `herald run --custom-handler` (or with `FUNCTIONS_CUSTOMHANDLER_PORT` set): serve Azure
+/// Functions invocations on that port.
+fn run_custom_handler(path: &Path, log_format: Option<LogFormat>) -> Outcome {
+    let Some(cfg) = load_or_report(path) else {
+        return Outcome::Invalid;
+    };
+    let format = log_format.unwrap_or(if cfg.logging.json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    crate::telemetry::init(&cfg.logging.level, format);
+    let port = match crate::daemon::functions::port_from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return Outcome::Invalid;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return Outcome::Failed;
+    };
+    rt.block_on(async move {
+        match crate::daemon::functions::run(cfg, port).await {
+            Ok(()) => Outcome::Ok,
+            Err(e @ crate::daemon::functions::FunctionsError::DirectNeedsConnectionString) => {
+                eprintln!("herald: {e}");
+                Outcome::Invalid
+            }
+            Err(e) => {
+                tracing::error!("herald stopped: {e}");
+                eprintln!("herald: {e}");
+                Outcome::Failed
+            }
+        }
+    })
+}
+
+/// `herald functions init`: generate the Functions app in `dir`.
+fn functions_init(path: &Path, dir: &Path) -> Outcome {
+    let Some(cfg) = load_or_report(path) else {
+        return Outcome::Invalid;
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("herald functions init: {}: {e}", path.display());
+            return Outcome::Invalid;
+        }
+    };
+    match crate::daemon::functions::init::init(&cfg, &text, dir) {
+        Ok(report) => {
+            for f in &report.written {
+                println!("wrote {}", dir.join(f).display());
+            }
+            for f in &report.removed {
+                println!("removed {}", dir.join(f).display());
+            }
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "next: put a Linux x86-64 `herald` binary at {}, set AzureSignalRConnectionString in local.settings.json, then `func start` or `func azure functionapp publish <app>`",
+                dir.join(crate::daemon::functions::init::EXECUTABLE)
+                    .display()
+            );
+            Outcome::Ok
+        }
+        Err(e @ crate::daemon::functions::FunctionsError::Io { .. }) => {
+            eprintln!("herald functions init: {e}");
+            Outcome::Failed
+        }
+        Err(e) => {
+            eprintln!("herald functions init: {e}");
+            Outcome::Invalid
+        }
+    }
 }
 
 /// `herald check`: validate and summarise.

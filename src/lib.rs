@@ -21,7 +21,8 @@
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
 //! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
-//!                 delivery, auth
+//!                 delivery, auth; functions/ (Azure Functions custom handler: handler.rs
+//!                 serves host invocations with the same code, init.rs generates the app)
 //! ```
 
 pub mod cli;

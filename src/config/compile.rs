@@ -16,8 +16,9 @@ use super::model::{JwtSection, LogFormat, RawConfig, ToSection};
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    Config, EndpointTable, HttpConfig, Hub, JwtRule, LoggingConfig, MessageTemplate, RateLimit,
-    Route, RouteAuth, Schedule, Secret, SignalrConfig, ToTemplate, UserIdRule, UserIdSource,
+    Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule, LoggingConfig,
+    MessageTemplate, RateLimit, Route, RouteAuth, Schedule, Secret, SignalrConfig, ToTemplate,
+    UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -363,6 +364,9 @@ pub fn compile(
         schedules,
         routes,
         endpoints,
+        functions: FunctionsConfig {
+            delivery: raw.functions.delivery,
+        },
         warnings: cx.warnings,
     })
 }

@@ -23,6 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Origin};
+pub use model::FunctionsDelivery;
 
 use crate::cron::CronSchedule;
 use crate::message::{Message, Recipient};
@@ -81,8 +82,16 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Negotiate paths and status routes, matched per request.
     pub endpoints: EndpointTable,
+    /// Azure Functions custom-handler settings.
+    pub functions: FunctionsConfig,
     /// Problems that do not stop herald (short API keys, CORS `*`).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `functions:` compiled: how Functions invocations deliver messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FunctionsConfig {
+    pub delivery: FunctionsDelivery,
 }
 
 /// Which service delivers messages.

@@ -34,6 +34,10 @@ pub struct RawConfig {
     /// Log level and format.
     #[serde(default)]
     pub logging: LoggingSection,
+    /// Azure Functions custom-handler mode (`herald functions init`, `herald run
+    /// --custom-handler`): how the generated functions deliver messages.
+    #[serde(default)]
+    pub functions: FunctionsSection,
 }
 
 /// `signalr:` which service delivers messages.
@@ -355,4 +359,28 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `functions:` settings for running as an Azure Functions custom handler.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionsSection {
+    /// How route and timer functions deliver their message. `binding` (default): herald
+    /// returns it as the function's `signalR` output binding and the Functions host sends it.
+    /// `direct`: herald sends it itself through the service's REST API (connection string
+    /// from `signalr.connection_string` or `AzureSignalRConnectionString`) and the generated
+    /// functions have no `signalR` output.
+    #[serde(default)]
+    pub delivery: FunctionsDelivery,
+}
+
+/// Who sends a message rendered by a Functions invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionsDelivery {
+    /// The Functions host, through the `signalR` output binding.
+    #[default]
+    Binding,
+    /// herald, through the SignalR service's REST API.
+    Direct,
 }

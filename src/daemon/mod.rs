@@ -1,9 +1,11 @@
 //! The composition root of `herald run`: builds the REST client (Azure, or the embedded
 //! service it starts), the live config, the HTTP listener and the scheduler, then runs the one
-//! control loop (reload, shutdown) until asked to stop.
+//! control loop (reload, shutdown) until asked to stop. `functions` is the Azure Functions
+//! custom-handler mode of the same daemon (`herald run --custom-handler`, `functions init`).
 
 pub mod auth;
 pub mod delivery;
+pub mod functions;
 pub mod http;
 pub mod reload;
 pub mod schedule;

@@ -40,7 +40,7 @@ pub async fn negotiate(
 
 /// The user id per the hub's rule; 401 when a presented token is bad or a required id is
 /// missing.
-fn user_id(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn user_id(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(rule) = &hub.user_id else {
         return Ok(None);
     };

@@ -1,10 +1,11 @@
 //! Status routes: match the request in the snapshot's endpoint table, check the caller, parse
 //! the JSON body, render the route's template and send the message through the REST client;
-//! answer `202 {"id"}`.
+//! answer `202 {"id"}`. `render_route` is the one "auth + variables + render" flow, also
+//! called by the Azure Functions custom handler.
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,8 @@ use super::error::ApiError;
 use crate::config::{Config, Route, RouteAuth, render_message};
 use crate::daemon::auth;
 use crate::daemon::delivery::{DeliveryError, deliver};
+use crate::message::Message;
+use crate::signalr::rest::RestClient;
 
 /// Headers never exposed to templates: they carry credentials.
 const HIDDEN_HEADERS: &[&str] = &[
@@ -23,6 +26,18 @@ const HIDDEN_HEADERS: &[&str] = &[
     "cookie",
     "proxy-authorization",
 ];
+
+/// What a status route reads from a request, however it arrived: the daemon's HTTP listener
+/// or an Azure Functions custom-handler invocation (`daemon::functions::handler`).
+#[derive(Debug)]
+pub struct RouteRequest<'a> {
+    /// Path parameters (`{param}` segments), decoded.
+    pub params: BTreeMap<String, String>,
+    /// Query parameters; repeated keys as the transport gives them.
+    pub query: HashMap<String, String>,
+    /// Request headers (credentials are checked here and hidden from templates).
+    pub headers: &'a HeaderMap,
+}
 
 /// Handle one request for route `index` of `cfg`.
 pub async fn handle(
@@ -37,32 +52,65 @@ pub async fn handle(
     let Some(route) = cfg.routes.get(index) else {
         return Err(ApiError::not_found("route not found"));
     };
-    check_auth(route, headers)?;
-    let fields = read_body(body, headers, cfg.http.body_limit).await?;
-    let vars = variables(fields, &params, uri, headers);
-    let message =
-        render_message(&route.hub, &route.template, route.to.as_ref(), &vars).map_err(|e| {
-            let at = if e.at.is_empty() {
-                String::new()
-            } else {
-                format!(" at {}", e.at)
-            };
-            match &e.missing {
-                Some(name) => ApiError::bad_request(format!(
-                    "missing field `{name}` for template `{}`{at}",
-                    route.template.name
-                )),
-                None => {
-                    ApiError::bad_request(format!("template `{}`{at}: {e}", route.template.name))
-                }
-            }
-        })?;
+    let query: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+    let request = RouteRequest {
+        params,
+        query,
+        headers,
+    };
+    let limit = cfg.http.body_limit;
+    let body = async move {
+        axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| ApiError::payload_too_large(limit))
+    };
+    let message = render_route(route, &request, body).await?;
+    let id = send_route(&state.rest, route, &message).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response())
+}
+
+/// The one flow from a request to a route's `Message`: check the caller (401), then read the
+/// body (only once the caller is known, so an unauthenticated caller learns nothing about
+/// limits), parse it as a JSON object (400/415), build the template variables and render
+/// (400 naming a missing field). Shared by the HTTP listener and the Functions handler.
+pub async fn render_route(
+    route: &Route,
+    request: &RouteRequest<'_>,
+    body: impl Future<Output = Result<Bytes, ApiError>>,
+) -> Result<Message, ApiError> {
+    check_auth(route, request.headers)?;
+    let bytes = body.await?;
+    let fields = parse_body(&bytes, request.headers)?;
+    let vars = variables(fields, &request.params, &request.query, request.headers);
+    render_message(&route.hub, &route.template, route.to.as_ref(), &vars).map_err(|e| {
+        let at = if e.at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", e.at)
+        };
+        match &e.missing {
+            Some(name) => ApiError::bad_request(format!(
+                "missing field `{name}` for template `{}`{at}",
+                route.template.name
+            )),
+            None => ApiError::bad_request(format!("template `{}`{at}: {e}", route.template.name)),
+        }
+    })
+}
+
+/// Send a route's rendered `message` through the REST client; its id on success, else the
+/// answer for the caller (413 over the service's size limit, 503 when nothing was queued).
+pub async fn send_route(
+    rest: &RestClient,
+    route: &Route,
+    message: &Message,
+) -> Result<String, ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
-    match deliver(&state.rest, &message, "route", &route.name).await {
+    match deliver(rest, message, "route", &route.name).await {
         Ok(()) => {
             tracing::info!(route = %route.name, hub = %message.hub, target = %message.target,
                 to = message.to.kind(), id = %id, "message accepted");
-            Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response())
+            Ok(id)
         }
         Err(DeliveryError::TooLarge(detail)) => Err(ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,15 +149,8 @@ fn check_auth(route: &Route, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Read at most `limit` bytes and parse a JSON object (an empty body is `{}`).
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Map<String, Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::payload_too_large(limit))?;
+/// Parse the body as a JSON object (an empty body is `{}`).
+fn parse_body(bytes: &[u8], headers: &HeaderMap) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -118,7 +159,7 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(ApiError::bad_request(format!(
             "the body must be a JSON object, not {}",
@@ -156,10 +197,9 @@ fn json_kind(v: &Value) -> &'static str {
 fn variables(
     mut fields: Map<String, Value>,
     params: &BTreeMap<String, String>,
-    uri: &Uri,
+    query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Value {
-    let query: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let mut header_map = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
