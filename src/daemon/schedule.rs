@@ -115,35 +115,56 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {
                 let now = Utc::now();
                 for (name, job) in jobs.iter_mut() {
-                    if job.next > now {
-                        continue;
-                    }
-                    let instant = job.next;
                     let Some(s) = cfg.schedules.get(name) else { continue };
-                    let mut next = s.cron.next_after(instant);
-                    if let Some(n) = next && n <= now {
-                        // Late by more than one period (suspend, clock jump): skip what was
-                        // missed rather than firing a burst.
-                        metrics::counter!("herald_schedule_misses_total", "schedule" => name.clone()).increment(1);
-                        tracing::warn!(schedule = %name, missed_from = %n.to_rfc3339(), "schedule was late; skipped missed fires");
-                        next = s.cron.next_after(now);
-                    }
-                    fire(&cfg, &rest, &sends, name, instant);
-                    match next {
-                        Some(n) => {
-                            tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %n.to_rfc3339(), "schedule fired");
-                            job.next = n;
-                        }
-                        None => {
-                            tracing::warn!(schedule = %name, "schedule has no future fire time");
-                            job.next = DateTime::<Utc>::MAX_UTC;
-                        }
+                    for instant in due_instants(job, &s.cron, now, name) {
+                        fire(&cfg, &rest, &sends, name, instant);
+                        tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %job.next.to_rfc3339(), "schedule fired");
                     }
                 }
             }
         }
     }
     tracing::debug!("scheduler stopped");
+}
+
+/// How late a fire may still be sent. A loop stalled for a moment (CPU starvation, a long
+/// pause) catches up every instant it missed inside this window, each once and in order;
+/// instants older than this (a suspended machine, a clock jump) are skipped and counted in
+/// `herald_schedule_misses_total`, so a wake-up never releases a long burst.
+pub const LATE_GRACE: Duration = Duration::from_secs(10);
+
+/// The instants of `job` due at `now`, in order, and advance `job.next` past them.
+fn due_instants(
+    job: &mut Job,
+    cron: &crate::cron::CronSchedule,
+    now: DateTime<Utc>,
+    name: &str,
+) -> Vec<DateTime<Utc>> {
+    let mut due = Vec::new();
+    if job.next > now {
+        return due;
+    }
+    let grace = chrono::Duration::from_std(LATE_GRACE).unwrap_or(chrono::Duration::MAX);
+    if now - job.next > grace {
+        metrics::counter!("herald_schedule_misses_total", "schedule" => name.to_string())
+            .increment(1);
+        tracing::warn!(schedule = %name, missed_from = %job.next.to_rfc3339(),
+            "schedule was late by more than {}s; skipped the fires missed before that", LATE_GRACE.as_secs());
+        job.next = cron
+            .next_after(now - grace)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    }
+    while job.next <= now {
+        due.push(job.next);
+        job.next = match cron.next_after(job.next) {
+            Some(n) => n,
+            None => {
+                tracing::warn!(schedule = %name, "schedule has no future fire time");
+                DateTime::<Utc>::MAX_UTC
+            }
+        };
+    }
+    due
 }
 
 /// Render and send one fire of `name` in the background (tracked by `sends`).
@@ -206,6 +227,37 @@ mod tests {
         assert_eq!(jobs["change"].next, utc("2026-01-01T11:15:00Z"));
         assert!(!jobs.contains_key("drop"));
         assert_eq!(jobs["new"].next, utc("2026-01-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn late_fires_catch_up_within_grace_and_skip_beyond() {
+        let cron = crate::cron::CronSchedule::parse("* * * * * *", "UTC").unwrap();
+        let key = ("* * * * * *".to_string(), "UTC".to_string());
+        let mut job = Job {
+            key: key.clone(),
+            next: utc("2026-01-01T10:00:00Z"),
+        };
+        // A 2.5 s stall: every missed second is fired once, in order.
+        let due = due_instants(&mut job, &cron, utc("2026-01-01T10:00:02.500Z"), "s");
+        assert_eq!(
+            due,
+            [
+                utc("2026-01-01T10:00:00Z"),
+                utc("2026-01-01T10:00:01Z"),
+                utc("2026-01-01T10:00:02Z")
+            ]
+        );
+        assert_eq!(job.next, utc("2026-01-01T10:00:03Z"));
+        assert!(due_instants(&mut job, &cron, utc("2026-01-01T10:00:02.900Z"), "s").is_empty());
+        // An hour asleep: only the last ten seconds are caught up.
+        let mut job = Job {
+            key,
+            next: utc("2026-01-01T10:00:00Z"),
+        };
+        let due = due_instants(&mut job, &cron, utc("2026-01-01T11:00:00.500Z"), "s");
+        assert_eq!(due.len(), 10);
+        assert_eq!(due[0], utc("2026-01-01T10:59:51Z"));
+        assert_eq!(job.next, utc("2026-01-01T11:00:01Z"));
     }
 
     #[test]
