@@ -52,6 +52,14 @@ impl Ctx<'_> {
         self.errors.push(d);
     }
 
+    /// An error about a key itself (a name), pointing at the key rather than its value.
+    fn err_key(&mut self, path: &[&str], message: impl Into<String>) {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let d =
+            Diagnostic::new(self.src.map.key_origin(&path), message).with_source(&self.src.text);
+        self.errors.push(d);
+    }
+
     fn warn(&mut self, path: &[&str], message: impl Into<String>) {
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         self.warnings
@@ -80,7 +88,7 @@ pub fn compile(
     let single = raw.hubs.len() == 1;
     for (name, section) in &raw.hubs {
         if !valid_hub_name(name) {
-            cx.err(
+            cx.err_key(
                 &["hubs", name],
                 format!(
                     "invalid hub name `{name}`: start with a letter, then letters, digits or _`,.[] (at most 128)"

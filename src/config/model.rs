@@ -107,10 +107,11 @@ pub struct HttpSection {
     #[serde(default)]
     pub cors: CorsSection,
     /// Largest accepted request body, e.g. `64KiB`, `1MiB`, or a number of bytes.
-    #[serde(default = "default_body_limit")]
+    #[serde(default = "default_body_limit", deserialize_with = "scalar_text")]
+    #[schemars(schema_with = "string_or_integer")]
     pub body_limit: String,
     /// Longest time a request may take before it is answered 503, e.g. `30s`.
-    #[serde(default = "default_request_timeout")]
+    #[serde(default = "default_request_timeout", deserialize_with = "scalar_text")]
     pub request_timeout: String,
 }
 
@@ -123,6 +124,33 @@ impl Default for HttpSection {
             request_timeout: default_request_timeout(),
         }
     }
+}
+
+/// Read a scalar as text: sizes may be written as plain numbers (`65536`), and a duration
+/// written as a bare number gets a "needs a unit" message instead of a type error.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Int(n) => n.to_string(),
+        Scalar::Float(f) => f.to_string(),
+    })
+}
+
+fn optional_scalar_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    scalar_text(d).map(Some)
+}
+
+fn string_or_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": ["string", "integer"], "minimum": 1 })
 }
 
 fn default_http_listen() -> String {
@@ -164,7 +192,7 @@ pub struct NegotiateSection {
     #[serde(default)]
     pub path: Option<String>,
     /// Lifetime of the client access token, e.g. `1h`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_scalar_text")]
     pub token_ttl: Option<String>,
     /// Where the connecting user's id comes from. Absent: connections are anonymous.
     #[serde(default)]
@@ -297,7 +325,7 @@ pub struct RateLimitSection {
     /// Requests allowed per `per` (at least 1).
     pub requests: u32,
     /// The period, e.g. `1s`, `1m`. Default: `1s`.
-    #[serde(default = "default_rate_period")]
+    #[serde(default = "default_rate_period", deserialize_with = "scalar_text")]
     pub per: String,
     /// Requests that may arrive at once before the rate applies. Default: `requests`.
     #[serde(default)]

@@ -287,3 +287,97 @@ fn repository_files_are_valid() {
         }
     }
 }
+
+#[test]
+fn every_remaining_validation_error_is_reported_at_its_key() {
+    // (YAML appended to a valid base, expected `line:col: message` prefix after `n.yaml:`)
+    let cases: &[(&str, &str)] = &[
+        ("hubs:\n  9lives: {}\n", "2:3: invalid hub name `9lives`"),
+        (
+            "hubs:\n  h:\n    negotiate: {token_ttl: forever}\n",
+            "3:28: invalid duration `forever`",
+        ),
+        (
+            "hubs:\n  h:\n    negotiate: {token_ttl: 30d}\n",
+            "3:28: token_ttl must be between 1s and 7d",
+        ),
+        (
+            "hubs:\n  h:\n    negotiate: {path: negotiate}\n",
+            "3:23: path `negotiate` must start with `/`",
+        ),
+        (
+            "hubs:\n  h:\n    negotiate:\n      user_id: {required: true}\n",
+            "4:16: user_id needs exactly one of `header` or `bearer`",
+        ),
+        (
+            "hubs:\n  h:\n    negotiate:\n      user_id: {header: 'bad header'}\n",
+            "4:25: invalid header name `bad header`",
+        ),
+        (
+            "hubs:\n  h:\n    negotiate:\n      user_id: {bearer: {secret: s, public_key: p}}\n",
+            "4:25: bearer needs exactly one of",
+        ),
+        (
+            "http:\n  cors: {allowed_origins: ['app.example.com']}\n",
+            "2:28: invalid origin `app.example.com`",
+        ),
+        (
+            "http:\n  body_limit: 0\n",
+            "2:15: body_limit must be above 0",
+        ),
+        (
+            "http:\n  request_timeout: 30\n",
+            "2:20: duration `30` needs a unit",
+        ),
+        (
+            "logging:\n  level: 'herald=[loud'\n",
+            "2:10: invalid log level",
+        ),
+        (
+            "signalr:\n  embedded: {access_key: short}\n",
+            "2:26: access_key must be at least 16 characters",
+        ),
+        (
+            "signalr:\n  embedded: {max_connections: 0}\n",
+            "2:31: max_connections must be at least 1",
+        ),
+        (
+            "signalr:\n  embedded: {listen: 'localhost'}\n",
+            "2:22: invalid listen address `localhost`",
+        ),
+        (
+            "templates:\n  t: {target: ''}\n",
+            "2:15: target must not be empty",
+        ),
+    ];
+    let base = "hubs:\n  h: {}\n";
+    for (extra, expected) in cases {
+        // Each case replaces the base's hubs when it defines its own.
+        let text = if extra.starts_with("hubs:") {
+            extra.to_string()
+        } else {
+            format!("{base}{extra}")
+        };
+        let offset = if extra.starts_with("hubs:") { 0 } else { 2 };
+        let (pos, message) = expected.split_once(": ").unwrap();
+        let (line, col) = pos.split_once(':').unwrap();
+        let want = format!(
+            "n.yaml:{}:{col}: {message}",
+            line.parse::<usize>().unwrap() + offset
+        );
+        let got = errors(&text);
+        assert!(
+            got.iter().any(|e| e.starts_with(&want)),
+            "case {extra:?}: want `{want}`, got {got:#?}"
+        );
+    }
+    // A size may be a plain number of bytes.
+    let c = load("hubs: {h: {}}\nhttp: {body_limit: 1000}\n").unwrap();
+    assert_eq!(c.http.body_limit, 1000);
+    let text = "hubs: {h: {}}\ntemplates: {t: {target: x}}\nroutes:\n  r:\n    path: /r\n    hub: h\n    template: t\n    rate_limit: {requests: 0}\n";
+    assert!(
+        errors(text)[0].starts_with("n.yaml:8:17: rate_limit needs requests ≥ 1"),
+        "{:?}",
+        errors(text)
+    );
+}
