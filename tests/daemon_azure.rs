@@ -561,3 +561,82 @@ async fn cli_send_and_token_use_the_same_client() {
     assert_eq!(c.user_id(), Some("bob"));
     assert_eq!(c.exp - c.iat.unwrap(), 300);
 }
+
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(d.url("/api/negotiate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = token["accessToken"].as_str().unwrap().to_string();
+    let _ = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"status": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    let _ = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", "wrong-key-guess")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    rec.respond_with(reqwest::StatusCode::UNAUTHORIZED);
+    let _ = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    rec.respond_with(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let _ = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let rest_tokens: Vec<String> = rec
+        .requests()
+        .iter()
+        .filter(|r| r.headers.contains_key("authorization"))
+        .map(|r| r.bearer())
+        .collect();
+    assert!(!rest_tokens.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = d
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logs.contains("message accepted"),
+        "the log was captured: {logs}"
+    );
+    assert!(
+        logs.contains("could not be delivered"),
+        "failures were logged: {logs}"
+    );
+    for secret in [ACCESS_KEY, KEY, access_token.as_str()]
+        .into_iter()
+        .chain(rest_tokens.iter().map(String::as_str))
+    {
+        assert!(!logs.contains(secret), "a secret reached the log: {secret}");
+    }
+    assert!(
+        logs.contains("AccessKey=***"),
+        "the connection string is logged redacted: {logs}"
+    );
+}
