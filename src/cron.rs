@@ -33,6 +33,36 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, CronError> {
         .map_err(|_| CronError::TimeZone(name.to_string()))
 }
 
+/// The fields of a 6-field expression, with the values each accepts.
+const FIELDS: [(&str, &str); 6] = [
+    ("second", "0-59"),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-7 or SUN-SAT"),
+];
+
+/// Name the first field that is wrong on its own: parse the expression with every other field
+/// set to `*`.
+fn explain(parser: &CronParser, expression: &str) -> Option<String> {
+    let mut fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.len() == 5 {
+        fields.insert(0, "0");
+    }
+    for (i, field) in fields.iter().enumerate() {
+        let mut probe = ["*"; 6];
+        probe[i] = field;
+        if parser.parse(&probe.join(" ")).is_err() {
+            let (name, range) = FIELDS[i];
+            return Some(format!(
+                "the {name} field `{field}` is not valid (use {range}, `*`, lists, ranges or steps)"
+            ));
+        }
+    }
+    None
+}
+
 impl CronSchedule {
     /// Parse `expression` (NCRONTAB, 6 or 5 fields) for the time zone `time_zone`.
     pub fn parse(expression: &str, time_zone: &str) -> Result<Self, CronError> {
@@ -61,7 +91,7 @@ impl CronSchedule {
             .parse(expression)
             .map_err(|e| CronError::Expression {
                 expression: expression.to_string(),
-                reason: e.to_string(),
+                reason: explain(&parser, expression).unwrap_or_else(|| e.to_string()),
             })?;
         Ok(CronSchedule {
             expression: expression.to_string(),
@@ -179,6 +209,20 @@ mod tests {
             CronSchedule::parse("* * * * * *", "Mars/Olympus").unwrap_err(),
             CronError::TimeZone("Mars/Olympus".into())
         );
+    }
+
+    #[test]
+    fn errors_name_the_wrong_field() {
+        let reason = |e: &str| match CronSchedule::parse(e, "UTC") {
+            Err(CronError::Expression { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason("61 * * * * *").starts_with("the second field `61` is not valid (use 0-59"));
+        assert!(reason("0 0 25 * * *").starts_with("the hour field `25`"));
+        assert!(reason("0 0 0 * 13 *").starts_with("the month field `13`"));
+        assert!(reason("0 0 9 * * FUNDAY").starts_with("the day of week field `FUNDAY`"));
+        // 5 fields: minute hour day month day-of-week.
+        assert!(reason("0 99 * * *").starts_with("the hour field `99`"));
     }
 
     #[test]
