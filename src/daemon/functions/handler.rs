@@ -23,12 +23,11 @@ use super::{FunctionKind, FunctionsError, binding, function_table};
 use crate::config::{Config, FunctionsDelivery, Hub, SignalrConfig, UserIdSource};
 use crate::daemon::delivery::deliver;
 use crate::daemon::http::error::ApiError;
-use crate::daemon::http::negotiate::user_id;
+use crate::daemon::http::negotiate::{self, user_id};
 use crate::daemon::http::status::{RouteRequest, render_route, send_route};
 use crate::daemon::schedule::render_schedule;
 use crate::message::{Message, Recipient};
 use crate::signalr::rest::{RestClient, RestOptions};
-use crate::signalr::token;
 
 /// Everything an invocation needs; cloned per request (one `Arc` inside).
 #[derive(Clone)]
@@ -302,18 +301,7 @@ fn negotiate(
                 super::CONNECTION_STRING_SETTING
             )));
         };
-        let endpoint = rest.endpoint();
-        let access_token = token::mint_client(
-            endpoint.access_key(),
-            &endpoint.client_audience(&hub.name),
-            user.as_deref(),
-            hub.token_ttl,
-        )
-        .map_err(|e| {
-            tracing::error!(hub = %hub.name, error = %e, "could not mint a client token");
-            ApiError::unavailable("could not issue a token")
-        })?;
-        json!({"url": endpoint.client_url(&hub.name), "accessToken": access_token})
+        negotiate::connection_info(rest.endpoint(), hub, user.as_deref())?
     } else {
         match field(data, binding::CONNECTION_INFO) {
             Some(Value::Object(o)) => Value::Object(o.clone()),
@@ -515,6 +503,7 @@ fn scheduled_instant(cron: &crate::cron::CronSchedule, now: DateTime<Utc>) -> Da
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signalr::token;
     use std::path::Path as FsPath;
 
     fn state(text: &str, env: &[(&str, &str)]) -> HandlerState {

@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::{Hub, UserIdSource};
 use crate::daemon::auth;
-use crate::signalr::token;
+use crate::signalr::{ServiceEndpoint, token};
 
 /// Connection info for `hub`, for the caller described by `headers`.
 pub async fn negotiate(
@@ -19,23 +19,33 @@ pub async fn negotiate(
     headers: &HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let user = user_id(hub, headers)?;
-    let endpoint = state.rest.endpoint();
+    let info = connection_info(state.rest.endpoint(), hub, user.as_deref())?;
+    metrics::counter!("herald_negotiate_total", "hub" => hub.name.clone()).increment(1);
+    tracing::debug!(hub = %hub.name, user = user.as_deref().unwrap_or(""), "negotiated");
+    Ok(Json(info))
+}
+
+/// `{"url", "accessToken"}` for `hub` on `endpoint`, with `user` in the token (the answer of
+/// the `signalRConnectionInfo` binding). Shared with the Functions handler.
+pub(crate) fn connection_info(
+    endpoint: &ServiceEndpoint,
+    hub: &Hub,
+    user: Option<&str>,
+) -> Result<Value, ApiError> {
     let access_token = token::mint_client(
         endpoint.access_key(),
         &endpoint.client_audience(&hub.name),
-        user.as_deref(),
+        user,
         hub.token_ttl,
     )
     .map_err(|e| {
         tracing::error!(hub = %hub.name, error = %e, "could not mint a client token");
         ApiError::unavailable("could not issue a token")
     })?;
-    metrics::counter!("herald_negotiate_total", "hub" => hub.name.clone()).increment(1);
-    tracing::debug!(hub = %hub.name, user = user.as_deref().unwrap_or(""), "negotiated");
-    Ok(Json(json!({
+    Ok(json!({
         "url": endpoint.client_url(&hub.name),
         "accessToken": access_token,
-    })))
+    }))
 }
 
 /// The user id per the hub's rule; 401 when a presented token is bad or a required id is
