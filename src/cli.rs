@@ -216,17 +216,24 @@ fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-/// `herald run`.
-fn run_daemon(path: &Path, log_format: Option<LogFormat>, watch: bool) -> Outcome {
-    let Some(cfg) = load_or_report(path) else {
-        return Outcome::Invalid;
-    };
+/// Load the config (or print its errors), then set up logging as it says; `--log-format`
+/// wins over `logging.format`.
+fn load_with_logging(path: &Path, log_format: Option<LogFormat>) -> Option<Config> {
+    let cfg = load_or_report(path)?;
     let format = log_format.unwrap_or(if cfg.logging.json {
         LogFormat::Json
     } else {
         LogFormat::Text
     });
     crate::telemetry::init(&cfg.logging.level, format);
+    Some(cfg)
+}
+
+/// `herald run`.
+fn run_daemon(path: &Path, log_format: Option<LogFormat>, watch: bool) -> Outcome {
+    let Some(cfg) = load_with_logging(path, log_format) else {
+        return Outcome::Invalid;
+    };
     let Some(rt) = runtime() else {
         return Outcome::Failed;
     };
@@ -406,15 +413,9 @@ fn service(listen: &str, access_key: Option<String>) -> Outcome {
 /// `herald run --custom-handler` (or with `FUNCTIONS_CUSTOMHANDLER_PORT` set): serve Azure
 /// Functions invocations on that port.
 fn run_custom_handler(path: &Path, log_format: Option<LogFormat>) -> Outcome {
-    let Some(cfg) = load_or_report(path) else {
+    let Some(cfg) = load_with_logging(path, log_format) else {
         return Outcome::Invalid;
     };
-    let format = log_format.unwrap_or(if cfg.logging.json {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    });
-    crate::telemetry::init(&cfg.logging.level, format);
     let port = match crate::daemon::functions::port_from_env() {
         Ok(p) => p,
         Err(e) => {
