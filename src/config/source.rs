@@ -81,9 +81,14 @@ pub struct Source {
 
 /// Read and parse `path` with the process environment.
 pub fn read(path: &Path) -> Result<Source, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::whole(path, format!("cannot read config file: {e}")))?;
+    let text = read_text(path)?;
     parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// The text of the config file at `path`.
+pub fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::whole(path, format!("cannot read config file: {e}")))
 }
 
 /// Parse `text` (the contents of `path`). `lookup` resolves `${VAR}` references.

@@ -106,7 +106,18 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
 pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
     let current = live.current();
     let at = crate::daemon::now_rfc3339();
-    match config::load(&current.path) {
+    // Most file events leave the content as it is: compare hashes before compiling anything.
+    let text = config::source::read_text(&current.path);
+    if text
+        .as_ref()
+        .is_ok_and(|t| config::compile::content_hash(t) == current.content_hash)
+    {
+        tracing::debug!("config file unchanged; nothing to reload");
+        return ReloadOutcome::Unchanged;
+    }
+    let loaded =
+        text.and_then(|t| config::load_str(&current.path, &t, &|name| std::env::var(name).ok()));
+    match loaded {
         Err(errors) => {
             for d in &errors.diagnostics {
                 tracing::error!("{d}");
@@ -128,10 +139,6 @@ pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
                 restart_required: Vec::new(),
             });
             ReloadOutcome::Rejected { errors }
-        }
-        Ok(new) if new.content_hash == current.content_hash => {
-            tracing::debug!("config file unchanged; nothing to reload");
-            ReloadOutcome::Unchanged
         }
         Ok(new) => {
             let restart = restart_required(&current, &new);
