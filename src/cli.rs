@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::config::{self, Config, SignalrConfig};
 use crate::message::{Message, Recipient};
 use crate::service::{Service, ServiceOptions};
-use crate::signalr::rest::{RestClient, RestOptions};
+use crate::signalr::rest::RestClient;
 use crate::telemetry::LogFormat;
 
 /// herald: declarative real-time status notifications over SignalR.
@@ -271,7 +271,7 @@ fn client_for(cfg: &Config) -> Result<RestClient, String> {
                 .map_err(|e| e.to_string())?
         }
     };
-    RestClient::new(endpoint, RestOptions::default()).map_err(|e| e.to_string())
+    RestClient::new(endpoint, crate::daemon::rest_options(cfg)).map_err(|e| e.to_string())
 }
 
 /// `herald send`.

@@ -30,14 +30,6 @@ pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// Methods a status route may use.
 const ROUTE_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-/// Azure's hub name rule (REST spec).
-fn valid_hub_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
-        && name.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c))
-}
-
 struct Ctx<'a> {
     src: &'a Source,
     errors: Vec<Diagnostic>,
@@ -87,13 +79,8 @@ pub fn compile(
     let mut hubs = BTreeMap::new();
     let single = raw.hubs.len() == 1;
     for (name, section) in &raw.hubs {
-        if !valid_hub_name(name) {
-            cx.err_key(
-                &["hubs", name],
-                format!(
-                    "invalid hub name `{name}`: start with a letter, then letters, digits or _`,.[] (at most 128)"
-                ),
-            );
+        if let Err(e) = crate::signalr::names::hub(name) {
+            cx.err_key(&["hubs", name], e.to_string());
         }
         let n = &section.negotiate;
         let path = match &n.path {
@@ -375,6 +362,12 @@ pub fn compile(
         functions: FunctionsConfig {
             delivery: raw.functions.delivery,
         },
+        api_version: match raw.signalr.api_version {
+            super::model::ApiVersionSetting::V2022_06_01 => {
+                crate::signalr::rest::ApiVersion::V2022_06_01
+            }
+            super::model::ApiVersionSetting::V1 => crate::signalr::rest::ApiVersion::V1,
+        },
         warnings: cx.warnings,
     })
 }
@@ -550,11 +543,18 @@ fn compile_signalr(
             "max_connections must be at least 1",
         );
     }
+    let timeouts = listener_timeouts(
+        cx,
+        &["signalr", "embedded"],
+        &e.header_read_timeout,
+        &e.idle_timeout,
+    );
     Some(SignalrConfig::Embedded {
         listen,
         access_key: e.access_key.clone().map(Secret::new),
         public_url: e.public_url.clone(),
         max_connections: e.max_connections.max(1),
+        timeouts: timeouts?,
     })
 }
 
@@ -601,7 +601,9 @@ fn compile_http(cx: &mut Ctx<'_>, raw: &RawConfig) -> Option<HttpConfig> {
             cx.err(&at, format!("invalid origin `{origin}`: write `*` or `scheme://host[:port]`, e.g. `https://app.example.com`"));
         }
     }
+    let timeouts = listener_timeouts(cx, &["http"], &h.header_read_timeout, &h.idle_timeout);
     Some(HttpConfig {
+        timeouts: timeouts?,
         listen: listen?,
         cors_origins: h
             .cors
@@ -611,6 +613,42 @@ fn compile_http(cx: &mut Ctx<'_>, raw: &RawConfig) -> Option<HttpConfig> {
             .collect(),
         body_limit: body_limit?,
         request_timeout: request_timeout?,
+    })
+}
+
+/// A duration above zero at `path`, or an error there.
+fn positive_duration(cx: &mut Ctx<'_>, path: &[&str], text: &str) -> Option<Duration> {
+    match parse_duration(text) {
+        Ok(d) if d > Duration::ZERO => Some(d),
+        Ok(_) => {
+            let key = path.last().copied().unwrap_or("duration");
+            cx.err(path, format!("{key} must be above 0"));
+            None
+        }
+        Err(e) => {
+            cx.err(path, e);
+            None
+        }
+    }
+}
+
+/// `header_read_timeout` and `idle_timeout` of the listener section at `section`.
+fn listener_timeouts(
+    cx: &mut Ctx<'_>,
+    section: &[&str],
+    header_read: &str,
+    idle: &str,
+) -> Option<super::ListenerTimeouts> {
+    let at = |key: &'static str| {
+        let mut p = section.to_vec();
+        p.push(key);
+        p
+    };
+    let header_read = positive_duration(cx, &at("header_read_timeout"), header_read);
+    let idle = positive_duration(cx, &at("idle_timeout"), idle);
+    Some(super::ListenerTimeouts {
+        header_read: header_read?,
+        idle: idle?,
     })
 }
 

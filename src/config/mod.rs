@@ -84,6 +84,8 @@ pub struct Config {
     pub endpoints: EndpointTable,
     /// Azure Functions custom-handler settings.
     pub functions: FunctionsConfig,
+    /// The data-plane REST API version the REST client calls.
+    pub api_version: crate::signalr::rest::ApiVersion,
     /// Problems that do not stop herald (short API keys, CORS `*`).
     pub warnings: Vec<Diagnostic>,
 }
@@ -105,6 +107,8 @@ pub enum SignalrConfig {
         access_key: Option<Secret>,
         public_url: Option<String>,
         max_connections: usize,
+        /// Connection timeouts of the embedded service's listener.
+        timeouts: ListenerTimeouts,
     },
 }
 
@@ -116,6 +120,25 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// Connection timeouts of the daemon's listener.
+    pub timeouts: ListenerTimeouts,
+}
+
+/// How long a listener waits on a connection that is not doing anything: a request head
+/// that never completes (slowloris), or a keep-alive connection with no request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerTimeouts {
+    pub header_read: Duration,
+    pub idle: Duration,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        ListenerTimeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Log settings.

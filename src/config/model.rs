@@ -53,6 +53,22 @@ pub struct SignalrSection {
     /// The embedded SignalR-compatible service, used when no connection string is set.
     #[serde(default)]
     pub embedded: EmbeddedSection,
+    /// Version of the service's data-plane REST API herald calls: `2022-06-01` (default) or
+    /// `v1` (the legacy `/api/v1/...` paths, for older emulators and self-hosted services).
+    #[serde(default)]
+    pub api_version: ApiVersionSetting,
+}
+
+/// `signalr.api_version:` which data-plane REST API herald calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersionSetting {
+    /// `/api/hubs/{hub}/...?api-version=2022-06-01`.
+    #[default]
+    #[serde(rename = "2022-06-01")]
+    V2022_06_01,
+    /// `/api/v1/hubs/{hub}/...`.
+    #[serde(rename = "v1")]
+    V1,
 }
 
 /// `signalr.embedded:` herald's own SignalR service.
@@ -75,6 +91,24 @@ pub struct EmbeddedSection {
     /// Most client connections served at once; more are refused with 503.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// A TCP connection that has not sent a complete request head within this time is
+    /// closed, e.g. `10s`.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "scalar_text"
+    )]
+    pub header_read_timeout: String,
+    /// A keep-alive connection with no request in flight is closed after this time, e.g.
+    /// `20s`. Open WebSocket, SSE and long-polling transports are not idle.
+    #[serde(default = "default_idle_timeout", deserialize_with = "scalar_text")]
+    pub idle_timeout: String,
+}
+
+fn default_header_read_timeout() -> String {
+    "10s".to_string()
+}
+fn default_idle_timeout() -> String {
+    "20s".to_string()
 }
 
 fn default_max_connections() -> usize {
@@ -88,6 +122,8 @@ impl Default for EmbeddedSection {
             access_key: None,
             public_url: None,
             max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -113,6 +149,17 @@ pub struct HttpSection {
     /// Longest time a request may take before it is answered 503, e.g. `30s`.
     #[serde(default = "default_request_timeout", deserialize_with = "scalar_text")]
     pub request_timeout: String,
+    /// A TCP connection that has not sent a complete request head within this time is
+    /// closed, e.g. `10s`.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "scalar_text"
+    )]
+    pub header_read_timeout: String,
+    /// A keep-alive connection with no request in flight is closed after this time, e.g.
+    /// `20s`.
+    #[serde(default = "default_idle_timeout", deserialize_with = "scalar_text")]
+    pub idle_timeout: String,
 }
 
 impl Default for HttpSection {
@@ -122,6 +169,8 @@ impl Default for HttpSection {
             cors: CorsSection::default(),
             body_limit: default_body_limit(),
             request_timeout: default_request_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }

@@ -150,6 +150,14 @@ pub fn embedded_endpoint(
     ServiceEndpoint::from_connection_string(&cs)
 }
 
+/// The REST client's options for `cfg` (its data-plane API version).
+pub fn rest_options(cfg: &Config) -> RestOptions {
+    RestOptions {
+        api: cfg.api_version,
+        ..RestOptions::default()
+    }
+}
+
 /// Start the embedded service described by `cfg` (if that is the mode) and build the REST
 /// client for whichever service delivers messages.
 pub async fn connect(
@@ -159,7 +167,7 @@ pub async fn connect(
     match &cfg.signalr {
         SignalrConfig::Azure(endpoint) => {
             tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
-            let rest = RestClient::new((**endpoint).clone(), RestOptions::default())?;
+            let rest = RestClient::new((**endpoint).clone(), rest_options(cfg))?;
             Ok((rest, "azure", None))
         }
         SignalrConfig::Embedded {
@@ -167,6 +175,7 @@ pub async fn connect(
             access_key,
             public_url,
             max_connections,
+            timeouts: _,
         } => {
             let key = embedded_access_key(access_key.as_ref())
                 .map_err(|source| DaemonError::KeyFile { source })?;
@@ -175,7 +184,7 @@ pub async fn connect(
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
             tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
-            let rest = RestClient::new(endpoint, RestOptions::default())?;
+            let rest = RestClient::new(endpoint, rest_options(cfg))?;
             Ok((rest, "embedded", Some(handle)))
         }
     }

@@ -61,6 +61,15 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.http.listen != new.http.listen {
         keys.push("http.listen");
     }
+    if old.http.timeouts.header_read != new.http.timeouts.header_read {
+        keys.push("http.header_read_timeout");
+    }
+    if old.http.timeouts.idle != new.http.timeouts.idle {
+        keys.push("http.idle_timeout");
+    }
+    if old.api_version != new.api_version {
+        keys.push("signalr.api_version");
+    }
     if old.http.request_timeout != new.http.request_timeout {
         keys.push("http.request_timeout");
     }
@@ -76,12 +85,14 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
                 access_key: k1,
                 public_url: p1,
                 max_connections: m1,
+                timeouts: t1,
             },
             SignalrConfig::Embedded {
                 listen: l2,
                 access_key: k2,
                 public_url: p2,
                 max_connections: m2,
+                timeouts: t2,
             },
         ) => {
             if l1 != l2 {
@@ -95,6 +106,12 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
             }
             if m1 != m2 {
                 keys.push("signalr.embedded.max_connections");
+            }
+            if t1.header_read != t2.header_read {
+                keys.push("signalr.embedded.header_read_timeout");
+            }
+            if t1.idle != t2.idle {
+                keys.push("signalr.embedded.idle_timeout");
             }
         }
         _ => keys.push("signalr.connection_string"),

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{ServiceHandle, Shared, auth};
 use crate::message::{Message, Recipient};
+use crate::signalr::names;
 use crate::signalr::protocol::{HubMessage, json as json_protocol, msgpack};
 
 /// Which spec's status codes apply.
@@ -148,19 +149,19 @@ fn handle(
         // Sends.
         (Method::POST, [] | [":send"]) => send(Recipient::All, excluded.clone()),
         (Method::POST, ["users", user] | ["users", user, ":send"]) => {
-            send(Recipient::User(name(user, "user")?), Vec::new())
+            send(Recipient::User(name(user, names::user)?), Vec::new())
         }
         (Method::POST, ["groups", group] | ["groups", group, ":send"]) => {
             send(Recipient::Group(group_name(group)?), excluded.clone())
         }
         (Method::POST, ["connections", id] | ["connections", id, ":send"]) => send(
-            Recipient::Connection(name(id, "connection id")?),
+            Recipient::Connection(name(id, names::connection)?),
             Vec::new(),
         ),
         // Close many.
         (Method::POST, [":closeConnections"]) => close(Recipient::All),
         (Method::POST, ["users", user, ":closeConnections"]) => {
-            close(Recipient::User(name(user, "user")?))
+            close(Recipient::User(name(user, names::user)?))
         }
         (Method::POST, ["groups", group, ":closeConnections"]) => {
             close(Recipient::Group(group_name(group)?))
@@ -224,7 +225,7 @@ fn handle(
             }
         }
         (m, ["users", user, "groups", group] | ["groups", group, "users", user]) => {
-            let user = name(user, "user")?;
+            let user = name(user, names::user)?;
             let group = group_name(group)?;
             match m {
                 Method::PUT => {
@@ -261,7 +262,7 @@ fn handle(
             }
         }
         (Method::DELETE, ["users", user, "groups"]) => {
-            handle.remove_user_from_all_groups(&hub, &name(user, "user")?);
+            handle.remove_user_from_all_groups(&hub, &name(user, names::user)?);
             Ok(match api {
                 Api::Latest => StatusCode::NO_CONTENT,
                 Api::V1 => StatusCode::OK,
@@ -287,41 +288,32 @@ fn connection_not_found(code: &'static str, id: &str) -> ApiError {
     ApiError::not_found(code, format!("connection `{id}` does not exist"))
 }
 
-/// Azure's hub (and application) name rule: a letter, then up to 127 of
-/// letters, digits, `_`, `` ` ``, `,`, `.`, `[`, `]`. Returns the lowercased table key.
+/// A hub (and optional application) name checked by [`names`]; returns the lowercased
+/// table key.
 fn hub_name(hub: &str, application: Option<&str>) -> Result<String, ApiError> {
-    fn valid(s: &str) -> bool {
-        let mut chars = s.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && s.len() <= 128
-            && chars.all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c))
-    }
-    if !valid(hub) {
-        return Err(ApiError::bad_request(format!("invalid hub name `{hub}`")));
-    }
+    names::hub(hub).map_err(invalid)?;
     match application.filter(|a| !a.is_empty()) {
         None => Ok(hub.to_ascii_lowercase()),
-        Some(app) if valid(app) => Ok(format!("{app}_{hub}").to_ascii_lowercase()),
-        Some(app) => Err(ApiError::bad_request(format!(
-            "invalid application name `{app}`"
-        ))),
+        Some(app) => {
+            names::application(app).map_err(invalid)?;
+            Ok(format!("{app}_{hub}").to_ascii_lowercase())
+        }
     }
 }
 
-/// A group name: 1 to 1024 characters, not all whitespace.
+fn invalid(e: names::NameError) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+/// A group name checked by [`names::group`].
 fn group_name(group: &str) -> Result<String, ApiError> {
-    if group.is_empty() || group.chars().count() > 1024 || group.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "a group name has 1 to 1024 characters, not all whitespace",
-        ));
-    }
+    names::group(group).map_err(invalid)?;
     Ok(group.to_string())
 }
 
-fn name(value: &str, what: &str) -> Result<String, ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("the {what} is empty")));
-    }
+/// A user or connection id checked by `check`.
+fn name(value: &str, check: fn(&str) -> Result<(), names::NameError>) -> Result<String, ApiError> {
+    check(value).map_err(invalid)?;
     Ok(value.to_string())
 }
 

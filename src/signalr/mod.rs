@@ -5,6 +5,7 @@
 //! official SDK (`ConnectionStringParser.cs`) and derives every URL and token audience the
 //! daemon needs. Its `Debug` and `Display` never show the access key.
 
+pub mod names;
 pub mod protocol;
 pub mod rest;
 pub mod token;

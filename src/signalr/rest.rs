@@ -17,6 +17,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::message::{Message, Recipient};
 use crate::signalr::ServiceEndpoint;
+use crate::signalr::names;
 use crate::signalr::token::{self, TokenError};
 
 /// The `api-version` query value of every 2022-06-01 call.
@@ -310,19 +311,19 @@ impl RestClient {
             Recipient::All => ("send to hub", format!("{hub}{send}"), true),
             Recipient::User(user) => (
                 "send to user",
-                format!("{hub}/users/{}{send}", id_segment("user id", user)?),
+                format!("{hub}/users/{}{send}", segment(names::user, user)?),
                 false,
             ),
             Recipient::Group(group) => (
                 "send to group",
-                format!("{hub}/groups/{}{send}", group_segment(group)?),
+                format!("{hub}/groups/{}{send}", segment(names::group, group)?),
                 true,
             ),
             Recipient::Connection(connection) => (
                 "send to connection",
                 format!(
                     "{hub}/connections/{}{send}",
-                    id_segment("connection id", connection)?
+                    segment(names::connection, connection)?
                 ),
                 false,
             ),
@@ -406,7 +407,7 @@ impl RestClient {
         let path = format!(
             "{}/users/{}/groups",
             self.hub_path(hub)?,
-            id_segment("user id", user)?
+            segment(names::user, user)?
         );
         let call = Call::new("remove user from all groups", Method::DELETE, path);
         self.execute(&call).await?.success(&call)
@@ -428,7 +429,7 @@ impl RestClient {
         let path = format!(
             "{}/connections/{}/groups",
             self.hub_path(hub)?,
-            id_segment("connection id", connection)?
+            segment(names::connection, connection)?
         );
         let call = Call::new(OPERATION, Method::DELETE, path);
         self.execute(&call).await?.success(&call)
@@ -467,7 +468,7 @@ impl RestClient {
         let path = format!(
             "{}/users/{}",
             self.hub_path(hub)?,
-            id_segment("user id", user)?
+            segment(names::user, user)?
         );
         let call = Call::new("check user", Method::HEAD, path);
         self.execute(&call).await?.exists(&call)
@@ -475,7 +476,11 @@ impl RestClient {
 
     /// Whether a group has any connection (200 → true, 404 → false).
     pub async fn group_exists(&self, hub: &str, group: &str) -> Result<bool, RestError> {
-        let path = format!("{}/groups/{}", self.hub_path(hub)?, group_segment(group)?);
+        let path = format!(
+            "{}/groups/{}",
+            self.hub_path(hub)?,
+            segment(names::group, group)?
+        );
         let call = Call::new("check group", Method::HEAD, path);
         self.execute(&call).await?.exists(&call)
     }
@@ -505,12 +510,7 @@ impl RestClient {
 
     /// `/api/hubs/{hub}` or `/api/v1/hubs/{hub}`, hub validated and lowercased.
     fn hub_path(&self, hub: &str) -> Result<String, RestError> {
-        if !is_valid_hub(hub) {
-            return Err(RestError::InvalidArgument(format!(
-                "hub name `{hub}` must start with a letter and contain only letters, digits \
-                 and _`,.[] (at most 128 characters)"
-            )));
-        }
+        names::hub(hub).map_err(|e| RestError::InvalidArgument(e.to_string()))?;
         let prefix = match self.inner.options.api {
             ApiVersion::V2022_06_01 => "/api/hubs",
             ApiVersion::V1 => "/api/v1/hubs",
@@ -522,7 +522,7 @@ impl RestClient {
         Ok(format!(
             "{}/connections/{}",
             self.hub_path(hub)?,
-            id_segment("connection id", connection)?
+            segment(names::connection, connection)?
         ))
     }
 
@@ -536,16 +536,16 @@ impl RestClient {
         Ok(format!(
             "{}/groups/{}/connections/{}",
             self.hub_path(hub)?,
-            group_segment(group)?,
-            id_segment("connection id", connection)?
+            segment(names::group, group)?,
+            segment(names::connection, connection)?
         ))
     }
 
     /// 2022-06-01: `users/{user}/groups/{group}`; v1: `groups/{group}/users/{user}`.
     fn user_group_path(&self, hub: &str, group: &str, user: &str) -> Result<String, RestError> {
         let hub = self.hub_path(hub)?;
-        let group = group_segment(group)?;
-        let user = id_segment("user id", user)?;
+        let group = segment(names::group, group)?;
+        let user = segment(names::user, user)?;
         Ok(match self.inner.options.api {
             ApiVersion::V2022_06_01 => format!("{hub}/users/{user}/groups/{group}"),
             ApiVersion::V1 => format!("{hub}/groups/{group}/users/{user}"),
@@ -771,41 +771,13 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-/// The REST spec's hub pattern: `` ^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$ ``.
-fn is_valid_hub(hub: &str) -> bool {
-    let mut chars = hub.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && hub.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c))
-}
-
-/// A user or connection id as one path segment: non-empty, and not `.`/`..`, which URL
-/// parsing would resolve away even when percent-encoded.
-fn id_segment(what: &str, value: &str) -> Result<String, RestError> {
-    if value.is_empty() {
-        return Err(RestError::InvalidArgument(format!("{what} is empty")));
-    }
-    if value == "." || value == ".." {
-        return Err(RestError::InvalidArgument(format!(
-            "{what} `{value}` cannot be used in a URL path"
-        )));
-    }
+/// A checked name (see [`names`]) as one percent-encoded path segment.
+fn segment(
+    check: fn(&str) -> Result<(), names::NameError>,
+    value: &str,
+) -> Result<String, RestError> {
+    check(value).map_err(|e| RestError::InvalidArgument(e.to_string()))?;
     Ok(encode_segment(value))
-}
-
-/// A group name as one path segment: 1..=1024 characters, not all whitespace (the spec).
-fn group_segment(group: &str) -> Result<String, RestError> {
-    if group.trim().is_empty() {
-        return Err(RestError::InvalidArgument(
-            "group name is empty or whitespace".into(),
-        ));
-    }
-    if group.chars().count() > 1024 {
-        return Err(RestError::InvalidArgument(
-            "group name is longer than 1024 characters".into(),
-        ));
-    }
-    id_segment("group name", group)
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters (as .NET's
@@ -1515,10 +1487,10 @@ mod tests {
     #[test]
     fn hub_names() {
         for ok in ["chat", "Chat_1", "a`,.[]", &"h".repeat(128)] {
-            assert!(is_valid_hub(ok), "{ok}");
+            assert!(names::hub(ok).is_ok(), "{ok}");
         }
         for bad in ["", "1a", "_a", "a b", "a/b", "a-b", &"h".repeat(129)] {
-            assert!(!is_valid_hub(bad), "{bad}");
+            assert!(names::hub(bad).is_err(), "{bad}");
         }
     }
 

@@ -27,7 +27,7 @@ use crate::daemon::http::negotiate::{self, user_id};
 use crate::daemon::http::status::{RouteRequest, render_route, send_route};
 use crate::daemon::schedule::render_schedule;
 use crate::message::{Message, Recipient};
-use crate::signalr::rest::{RestClient, RestOptions};
+use crate::signalr::rest::RestClient;
 
 /// Everything an invocation needs; cloned per request (one `Arc` inside).
 #[derive(Clone)]
@@ -55,7 +55,7 @@ impl HandlerState {
         let rest = match &cfg.signalr {
             SignalrConfig::Azure(endpoint) => Some(RestClient::new(
                 (**endpoint).clone(),
-                RestOptions::default(),
+                crate::daemon::rest_options(&cfg),
             )?),
             SignalrConfig::Embedded { .. } => None,
         };
