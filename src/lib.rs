@@ -13,6 +13,7 @@
 //! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
 //! message.rs      Message {hub, to: Recipient, target, arguments}
+//! server.rs       serve a Router until shutdown: header-read and idle timeouts, one deadline
 //! template.rs     minijinja templates; a lone "{{ expr }}" keeps its JSON type
 //! cron.rs         NCRONTAB (6 fields, 5 accepted) in an IANA zone → next fires
 //! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
@@ -31,6 +32,7 @@ pub mod control;
 pub mod cron;
 pub mod daemon;
 pub mod message;
+pub mod server;
 pub mod service;
 pub mod signalr;
 pub mod systemd;
