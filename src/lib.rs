@@ -19,6 +19,7 @@
 //! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
 //!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
 //! signalr/        ServiceEndpoint (connection strings), token, rest (RestClient), protocol
+//! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
 //! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
@@ -35,6 +36,7 @@ pub mod message;
 pub mod server;
 pub mod service;
 pub mod signalr;
+pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod template;
