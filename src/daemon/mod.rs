@@ -7,6 +7,7 @@ pub mod auth;
 pub mod delivery;
 pub mod functions;
 pub mod http;
+pub mod outbox;
 pub mod reload;
 pub mod schedule;
 
