@@ -261,10 +261,10 @@ fn client_for(cfg: &Config) -> Result<RestClient, String> {
             public_url,
             ..
         } => {
-            let key = crate::daemon::embedded_access_key(access_key.as_ref()).map_err(|e| {
+            let key = crate::state::embedded_access_key(access_key.as_ref()).map_err(|e| {
                 format!(
                     "cannot read the embedded service's key in {}: {e}",
-                    crate::daemon::state_dir().display()
+                    crate::state::state_dir().display()
                 )
             })?;
             crate::daemon::embedded_endpoint(*listen, &key, public_url.as_deref())
@@ -372,7 +372,7 @@ fn service(listen: &str, access_key: Option<String>) -> Outcome {
         return Outcome::Failed;
     };
     rt.block_on(async move {
-        let key = access_key.unwrap_or_else(crate::daemon::generate_access_key);
+        let key = access_key.unwrap_or_else(crate::state::generate_access_key);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let handle = match Service::start(
             ServiceOptions::new(addr, vec![key.clone()]),

@@ -10,6 +10,7 @@
 //! ```text
 //! cli.rs          clap commands: run, check, schema, send, token, service, functions init
 //! telemetry.rs    logging (text/JSON) and the Prometheus recorder
+//! state.rs        where herald keeps state on disk: state dir, embedded access key
 //! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
 //! message.rs      Message {hub, to: Recipient, target, arguments}
@@ -20,7 +21,8 @@
 //! signalr/        ServiceEndpoint (connection strings), token, rest (RestClient), protocol
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
-//! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
+//! daemon/         `herald run`: composition (mod.rs), endpoint (Azure or embedded), http
+//!                 (negotiate, status routes, health, metrics), schedule, reload,
 //!                 delivery, auth; functions/ (Azure Functions custom handler: handler.rs
 //!                 serves host invocations with the same code, init.rs generates the app)
 //! ```
@@ -33,6 +35,7 @@ pub mod daemon;
 pub mod message;
 pub mod service;
 pub mod signalr;
+pub mod state;
 pub mod systemd;
 pub mod telemetry;
 pub mod template;

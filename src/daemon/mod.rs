@@ -5,10 +5,13 @@
 
 pub mod auth;
 pub mod delivery;
+pub mod endpoint;
 pub mod functions;
 pub mod http;
 pub mod reload;
 pub mod schedule;
+
+pub use endpoint::{connect, embedded_endpoint, rest_options};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +20,8 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SignalrConfig, live::LiveConfig};
+use crate::config::{Config, live::LiveConfig};
 use crate::control::{self, Control, ControlSender};
-use crate::service::{Service, ServiceHandle, ServiceOptions};
-use crate::signalr::ServiceEndpoint;
-use crate::signalr::rest::{RestClient, RestOptions};
 
 /// How long in-flight requests and sends get after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -46,7 +46,7 @@ pub enum DaemonError {
     Endpoint(#[from] crate::signalr::ConnectionStringError),
     #[error("REST client: {0}")]
     Rest(#[from] crate::signalr::rest::RestError),
-    #[error("cannot read or create the embedded service's key file in {dir}: {source}", dir = state_dir().display())]
+    #[error("cannot read or create the embedded service's key file in {dir}: {source}", dir = crate::state::state_dir().display())]
     KeyFile {
         #[source]
         source: std::io::Error,
@@ -67,127 +67,6 @@ fn status_line(live: &LiveConfig, listen: SocketAddr, service: &str, note: &str)
         cfg.schedules.len(),
         live.generation()
     )
-}
-
-/// A generated access key: 32 random bytes, base64 (43 characters).
-pub fn generate_access_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
-}
-
-/// Where a generated embedded-service access key is kept, so that `herald token` and
-/// `herald send` sign with the key a running `herald run` uses: `$STATE_DIRECTORY` (systemd),
-/// else `$XDG_STATE_HOME/herald`, else `~/.local/state/herald`.
-pub fn state_dir() -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").and_then(|d| {
-        d.to_str()
-            .and_then(|s| s.split(':').next().map(PathBuf::from))
-    }) {
-        return dir;
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("herald");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/state/herald"),
-        None => std::env::temp_dir().join("herald"),
-    }
-}
-
-/// The embedded service's access key: the configured one, else the one kept in
-/// `state_dir()/embedded-access-key` (created with mode 0600 on first use).
-pub fn embedded_access_key(configured: Option<&crate::config::Secret>) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(k) = configured {
-        return Ok(k.expose().to_string());
-    }
-    let dir = state_dir();
-    let path = dir.join("embedded-access-key");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let key = existing.trim().to_string();
-        if key.len() >= 16 {
-            return Ok(key);
-        }
-    }
-    std::fs::create_dir_all(&dir)?;
-    let key = generate_access_key();
-    let tmp = dir.join(format!(".embedded-access-key.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(key.as_bytes())?;
-    f.sync_all()?;
-    // Rename is atomic: a concurrent first start sees one whole key or none.
-    std::fs::rename(&tmp, &path)?;
-    std::fs::read_to_string(&path).map(|k| k.trim().to_string())
-}
-
-/// The service endpoint of an embedded service listening on `addr`.
-pub fn embedded_endpoint(
-    addr: SocketAddr,
-    access_key: &str,
-    public_url: Option<&str>,
-) -> Result<ServiceEndpoint, crate::signalr::ConnectionStringError> {
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
-        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-    };
-    let mut cs = format!(
-        "Endpoint=http://{host};Port={};AccessKey={access_key};Version=1.0;",
-        addr.port()
-    );
-    if let Some(url) = public_url {
-        cs.push_str(&format!("ClientEndpoint={url};"));
-    }
-    ServiceEndpoint::from_connection_string(&cs)
-}
-
-/// The REST client's options for `cfg` (its data-plane API version).
-pub fn rest_options(cfg: &Config) -> RestOptions {
-    RestOptions {
-        api: cfg.api_version,
-        ..RestOptions::default()
-    }
-}
-
-/// Start the embedded service described by `cfg` (if that is the mode) and build the REST
-/// client for whichever service delivers messages.
-pub async fn connect(
-    cfg: &Config,
-    shutdown: &CancellationToken,
-) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
-    match &cfg.signalr {
-        SignalrConfig::Azure(endpoint) => {
-            tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
-            let rest = RestClient::new((**endpoint).clone(), rest_options(cfg))?;
-            Ok((rest, "azure", None))
-        }
-        SignalrConfig::Embedded {
-            listen,
-            access_key,
-            public_url,
-            max_connections,
-            timeouts: _,
-        } => {
-            let key = embedded_access_key(access_key.as_ref())
-                .map_err(|source| DaemonError::KeyFile { source })?;
-            let mut options = ServiceOptions::new(*listen, vec![key.clone()]);
-            options.max_connections = *max_connections;
-            let handle = Service::start(options, shutdown.child_token()).await?;
-            let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
-            tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
-            let rest = RestClient::new(endpoint, rest_options(cfg))?;
-            Ok((rest, "embedded", Some(handle)))
-        }
-    }
 }
 
 /// Run the daemon with an already loaded config until SIGTERM/SIGINT (or `Control::Shutdown`).
