@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cli.rs          clap commands: run, check, schema, send, token, service, functions init
-//! telemetry.rs    logging (text/JSON) and the Prometheus recorder
+//! telemetry/      logging (text/JSON), the Prometheus recorder; metrics.rs: the metrics catalogue
 //! state.rs        where herald keeps state on disk: state dir, embedded access key
 //! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel

@@ -22,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, live::LiveConfig};
 use crate::control::{self, Control, ControlSender};
+use crate::telemetry::metrics as m;
 
-/// How long in-flight requests and sends get after a shutdown request.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// How long in-flight requests and scheduled sends get after a shutdown request: the one
+/// shutdown deadline of `herald run`.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
 /// `now` as templates see it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn now_rfc3339() -> String {
@@ -34,7 +36,7 @@ pub fn now_rfc3339() -> String {
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("could not listen on {addr}: {source}")]
+    #[error("could not listen on {addr}: {source}{hint}", hint = bind_hint(source))]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -57,16 +59,52 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// The `STATUS=` line `systemctl status` shows.
-fn status_line(live: &LiveConfig, listen: SocketAddr, service: &str, note: &str) -> String {
+/// What to add to a bind error: the usual cause of "address in use".
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        " (is another herald, or another program, already listening there?)"
+    } else {
+        ""
+    }
+}
+
+/// The `STATUS=` line `systemctl status` shows; it names restart-only keys still pending.
+fn status_line(
+    live: &LiveConfig,
+    reloads: &reload::ReloadLog,
+    listen: SocketAddr,
+    service: &str,
+    note: &str,
+) -> String {
     let cfg = live.current();
+    let pending = reloads.restart_required();
+    let restart = if pending.is_empty() {
+        String::new()
+    } else {
+        format!("; restart pending for {}", pending.join(", "))
+    };
     format!(
-        "{note}: {} hubs, {} routes, {} schedules on {listen} ({service} service, config generation {})",
+        "{note}: {} hubs, {} routes, {} schedules on {listen} ({service} service, config generation {}){restart}",
         cfg.hubs.len(),
         cfg.routes.len(),
         cfg.schedules.len(),
         live.generation()
     )
+}
+
+/// Run one reload on the blocking pool (it reads and compiles the file), off the async
+/// workers that serve requests.
+async fn reload_off_workers(live: &LiveConfig, reloads: &Arc<reload::ReloadLog>) -> reload::ReloadOutcome {
+    let (live, log) = (live.clone(), reloads.clone());
+    match tokio::task::spawn_blocking(move || reload::reload(&live, &log)).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload task failed; the last good config keeps running");
+            reload::ReloadOutcome::Rejected {
+                errors: vec![format!("the reload task failed: {e}")],
+            }
+        }
+    }
 }
 
 /// Run the daemon with an already loaded config until SIGTERM/SIGINT (or `Control::Shutdown`).
@@ -97,8 +135,9 @@ pub async fn run_with_control(
     let listen = cfg.http.listen;
     let request_timeout = cfg.http.request_timeout;
     let live = LiveConfig::new(cfg);
-    metrics::gauge!("herald_config_generation").set(1.0);
-    metrics::gauge!("herald_config_last_reload_successful").set(1.0);
+    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+    m::register_config(&live.current());
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -110,7 +149,7 @@ pub async fn run_with_control(
         addr: listen,
         source,
     })?;
-    let reloads = Arc::new(reload::ReloadLog::default());
+    let reloads = Arc::new(reload::ReloadLog::new(live.current()));
     let state = http::AppState {
         live: live.clone(),
         rest: rest.clone(),
@@ -155,7 +194,7 @@ pub async fn run_with_control(
             schedules = cfg.schedules.len(), service = service_kind, "herald is running"
         );
     }
-    crate::systemd::ready(&status_line(&live, local, service_kind, "running"));
+    crate::systemd::ready(&status_line(&live, &reloads, local, service_kind, "running"));
     crate::systemd::spawn_watchdog(heartbeat, local, shutdown.clone());
 
     while let Some(msg) = rx.recv().await {
@@ -169,8 +208,12 @@ pub async fn run_with_control(
                     }
                 }
                 crate::systemd::reloading();
-                let note = match reload::reload(&live, &reloads) {
-                    reload::ReloadOutcome::Applied { .. } => "reloaded".to_string(),
+                let note = match reload_off_workers(&live, &reloads).await {
+                    reload::ReloadOutcome::Applied { .. } => {
+                        m::register_config(&live.current());
+                        "reloaded".to_string()
+                    }
+                    reload::ReloadOutcome::Restored => "reloaded (rejected edit reverted)".to_string(),
                     reload::ReloadOutcome::Unchanged => "running".to_string(),
                     reload::ReloadOutcome::Rejected { errors } => format!(
                         "last reload rejected ({} error{}; see the log)",
@@ -178,7 +221,7 @@ pub async fn run_with_control(
                         if errors.len() == 1 { "" } else { "s" }
                     ),
                 };
-                crate::systemd::ready(&status_line(&live, local, service_kind, &note));
+                crate::systemd::ready(&status_line(&live, &reloads, local, service_kind, &note));
                 if stop {
                     break;
                 }
@@ -192,19 +235,19 @@ pub async fn run_with_control(
     shutdown.cancel();
     let _ = scheduler.await;
     sends.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, sends.wait())
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, sends.wait())
         .await
         .is_err()
     {
         tracing::warn!("scheduled sends still running at shutdown were abandoned");
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(DaemonError::Serve(e)),
         Ok(Err(_)) | Err(_) => tracing::warn!("HTTP server did not stop in time"),
     }
     if let Some(service) = service {
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, service.stopped()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, service.stopped()).await;
     }
     tracing::info!("stopped");
     Ok(())
