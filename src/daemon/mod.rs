@@ -42,7 +42,7 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("embedded SignalR service: {0}")]
+    #[error("embedded SignalR service: {0}{hint}", hint = service_hint(.0))]
     Service(#[from] crate::service::ServiceError),
     #[error("SignalR endpoint: {0}")]
     Endpoint(#[from] crate::signalr::ConnectionStringError),
@@ -65,6 +65,13 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
         " (is another herald, or another program, already listening there?)"
     } else {
         ""
+    }
+}
+
+fn service_hint(e: &crate::service::ServiceError) -> &'static str {
+    match e {
+        crate::service::ServiceError::Bind { source, .. } => bind_hint(source),
+        _ => "",
     }
 }
 
