@@ -181,7 +181,12 @@ pub fn run(cli: Cli) -> Outcome {
             hub,
             user,
             ttl,
-        } => token(&config.config, hub.as_deref(), user.as_deref(), ttl.as_deref()),
+        } => token(
+            &config.config,
+            hub.as_deref(),
+            user.as_deref(),
+            ttl.as_deref(),
+        ),
         Command::Service { listen, access_key } => service(&listen, access_key),
         Command::Functions {
             command: FunctionsCommand::Init { config, dir },

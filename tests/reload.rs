@@ -360,7 +360,10 @@ async fn wait_outcome(d: &Daemon, outcome: &str) -> Value {
         if h["config"]["last_reload"]["outcome"] == outcome {
             return h;
         }
-        assert!(std::time::Instant::now() < deadline, "no {outcome} reload: {h}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {outcome} reload: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -416,7 +419,10 @@ async fn reverting_a_rejected_edit_clears_the_rejection_on_sighup() {
     // A further SIGHUP of the same content is simply unchanged.
     d.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(d.health().await["config"]["last_reload"]["outcome"], "restored");
+    assert_eq!(
+        d.health().await["config"]["last_reload"]["outcome"],
+        "restored"
+    );
 }
 
 #[tokio::test]
@@ -446,7 +452,11 @@ async fn restart_only_keys_stay_pending_while_the_rest_applies() {
     };
     std::fs::write(&d.config_path, slow("v2")).unwrap();
     let h = d.wait_generation(2, WAIT).await;
-    assert_eq!(h["restart_required"], json!(["http.request_timeout"]), "{h}");
+    assert_eq!(
+        h["restart_required"],
+        json!(["http.request_timeout"]),
+        "{h}"
+    );
     assert_eq!(h["status"], "ok");
     assert_eq!(sent_text(&rec, &d).await, "v2", "the other keys apply");
     assert_eq!(
@@ -456,7 +466,11 @@ async fn restart_only_keys_stay_pending_while_the_rest_applies() {
     // Another edit does not forget the pending restart (it compares with the started config).
     std::fs::write(&d.config_path, slow("v3")).unwrap();
     let h = d.wait_generation(3, WAIT).await;
-    assert_eq!(h["restart_required"], json!(["http.request_timeout"]), "{h}");
+    assert_eq!(
+        h["restart_required"],
+        json!(["http.request_timeout"]),
+        "{h}"
+    );
     // Going back to the started value clears it.
     std::fs::write(&d.config_path, yaml("v4", "")).unwrap();
     let h = d.wait_generation(4, WAIT).await;

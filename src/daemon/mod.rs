@@ -101,7 +101,10 @@ fn status_line(
 
 /// Run one reload on the blocking pool (it reads and compiles the file), off the async
 /// workers that serve requests.
-async fn reload_off_workers(live: &LiveConfig, reloads: &Arc<reload::ReloadLog>) -> reload::ReloadOutcome {
+async fn reload_off_workers(
+    live: &LiveConfig,
+    reloads: &Arc<reload::ReloadLog>,
+) -> reload::ReloadOutcome {
     let (live, log) = (live.clone(), reloads.clone());
     match tokio::task::spawn_blocking(move || reload::reload(&live, &log)).await {
         Ok(outcome) => outcome,
@@ -201,7 +204,13 @@ pub async fn run_with_control(
             schedules = cfg.schedules.len(), service = service_kind, "herald is running"
         );
     }
-    crate::systemd::ready(&status_line(&live, &reloads, local, service_kind, "running"));
+    crate::systemd::ready(&status_line(
+        &live,
+        &reloads,
+        local,
+        service_kind,
+        "running",
+    ));
     crate::systemd::spawn_watchdog(heartbeat, local, shutdown.clone());
 
     while let Some(msg) = rx.recv().await {
@@ -220,7 +229,9 @@ pub async fn run_with_control(
                         m::register_config(&live.current());
                         "reloaded".to_string()
                     }
-                    reload::ReloadOutcome::Restored => "reloaded (rejected edit reverted)".to_string(),
+                    reload::ReloadOutcome::Restored => {
+                        "reloaded (rejected edit reverted)".to_string()
+                    }
                     reload::ReloadOutcome::Unchanged => "running".to_string(),
                     reload::ReloadOutcome::Rejected { errors } => format!(
                         "last reload rejected ({} error{}; see the log)",

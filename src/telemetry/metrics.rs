@@ -230,7 +230,8 @@ mod tests {
         for name in names() {
             assert!(seen.insert(name), "{name} listed twice");
             assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{name}"
             );
         }

@@ -29,7 +29,11 @@ pub enum Policy {
 /// The policy for `origin` under `allowed` (the config's list, trailing `/` trimmed).
 pub fn policy(allowed: &[String], origin: &HeaderValue) -> Policy {
     let text = origin.to_str().unwrap_or("");
-    if !text.is_empty() && allowed.iter().any(|o| o != "*" && o.eq_ignore_ascii_case(text)) {
+    if !text.is_empty()
+        && allowed
+            .iter()
+            .any(|o| o != "*" && o.eq_ignore_ascii_case(text))
+    {
         Policy::Listed(origin.clone())
     } else if allowed.iter().any(|o| o == "*") {
         Policy::Any

@@ -63,13 +63,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Some(handle) => {
             crate::telemetry::metrics::collect_process();
             (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            handle.render(),
-        )
-            .into_response()
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }

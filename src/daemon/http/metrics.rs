@@ -35,9 +35,7 @@ pub fn route_label(live: &LiveConfig, req: &Request) -> Cow<'static, str> {
             Some(r) => Cow::Owned(r.name.clone()),
             None => Cow::Borrowed("unmatched"),
         },
-        EndpointMatch::MethodNotAllowed(_) | EndpointMatch::NotFound => {
-            Cow::Borrowed("unmatched")
-        }
+        EndpointMatch::MethodNotAllowed(_) | EndpointMatch::NotFound => Cow::Borrowed("unmatched"),
     }
 }
 
