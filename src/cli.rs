@@ -64,9 +64,9 @@ pub enum Command {
     Send {
         #[command(flatten)]
         config: ConfigArg,
-        /// Hub to send into.
+        /// Hub to send into (default: the config's only hub).
         #[arg(long)]
-        hub: String,
+        hub: Option<String>,
         /// Client method name.
         #[arg(long)]
         target: String,
@@ -79,16 +79,17 @@ pub enum Command {
         /// Send to this connection only.
         #[arg(long, group = "recipient")]
         connection: Option<String>,
-        /// Arguments, each a JSON value (a bare word is sent as a string).
+        /// Arguments, each a JSON value (a bare word is sent as a string; text that starts
+        /// like JSON, `{`, `[` or `"`, must parse).
         arguments: Vec<String>,
     },
     /// Print client connection info `{url, accessToken}` as negotiate would.
     Token {
         #[command(flatten)]
         config: ConfigArg,
-        /// Hub to connect to.
+        /// Hub to connect to (default: the config's only hub).
         #[arg(long)]
-        hub: String,
+        hub: Option<String>,
         /// User id to put in the token.
         #[arg(long)]
         user: Option<String>,
@@ -166,25 +167,26 @@ pub fn run(cli: Cli) -> Outcome {
                 (_, _, Some(c)) => Recipient::Connection(c),
                 _ => Recipient::All,
             };
-            let arguments = arguments
-                .iter()
-                .map(|a| serde_json::from_str(a).unwrap_or_else(|_| Value::String(a.clone())))
-                .collect();
-            let message = Message {
-                hub,
-                to,
-                target,
-                arguments,
-                excluded: Vec::new(),
+            let arguments = match parse_arguments(&arguments) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("herald send: {e}");
+                    return Outcome::Invalid;
+                }
             };
-            send(&config.config, message)
+            send(&config.config, hub.as_deref(), to, target, arguments)
         }
         Command::Token {
             config,
             hub,
             user,
             ttl,
-        } => token(&config.config, &hub, user.as_deref(), ttl.as_deref()),
+        } => token(
+            &config.config,
+            hub.as_deref(),
+            user.as_deref(),
+            ttl.as_deref(),
+        ),
         Command::Service { listen, access_key } => service(&listen, access_key),
         Command::Functions {
             command: FunctionsCommand::Init { config, dir },
@@ -242,8 +244,8 @@ fn run_daemon(path: &Path, log_format: Option<LogFormat>, watch: bool) -> Outcom
         match crate::daemon::run(cfg, metrics, watch).await {
             Ok(()) => Outcome::Ok,
             Err(e) => {
+                // Once: logging is set up and writes to stderr.
                 tracing::error!("herald stopped: {e}");
-                eprintln!("herald: {e}");
                 Outcome::Failed
             }
         }
@@ -261,10 +263,10 @@ fn client_for(cfg: &Config) -> Result<RestClient, String> {
             public_url,
             ..
         } => {
-            let key = crate::daemon::embedded_access_key(access_key.as_ref()).map_err(|e| {
+            let key = crate::state::embedded_access_key(access_key.as_ref()).map_err(|e| {
                 format!(
                     "cannot read the embedded service's key in {}: {e}",
-                    crate::daemon::state_dir().display()
+                    crate::state::state_dir().display()
                 )
             })?;
             crate::daemon::embedded_endpoint(*listen, &key, public_url.as_deref())
@@ -274,10 +276,83 @@ fn client_for(cfg: &Config) -> Result<RestClient, String> {
     RestClient::new(endpoint, crate::daemon::rest_options(cfg)).map_err(|e| e.to_string())
 }
 
+/// The command-line arguments of `herald send` as JSON values: valid JSON as it is, a bare
+/// word as a string; text that starts like JSON (`{`, `[`, `"`) but does not parse is refused,
+/// so a typo is never sent as a string.
+pub fn parse_arguments(args: &[String]) -> Result<Vec<Value>, String> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| match serde_json::from_str(a) {
+            Ok(v) => Ok(v),
+            Err(e) if a.trim_start().starts_with(['{', '[', '"']) => Err(format!(
+                "argument {} `{a}` looks like JSON but does not parse ({e}); quote it as a JSON string to send it as text",
+                i + 1
+            )),
+            Err(_) => Ok(Value::String(a.clone())),
+        })
+        .collect()
+}
+
+/// The hub a command addresses: `--hub` when the config declares it, else the config's only
+/// hub; otherwise a message naming the hubs there are.
+pub fn pick_hub<'a>(cfg: &'a Config, hub: Option<&str>) -> Result<&'a str, String> {
+    let names = || {
+        cfg.hubs
+            .keys()
+            .map(|h| format!("`{h}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match hub {
+        Some(name) => cfg
+            .hubs
+            .get_key_value(name)
+            .map(|(k, _)| k.as_str())
+            .ok_or_else(|| {
+                format!(
+                    "hub `{name}` is not declared in {}; its hubs: {}",
+                    cfg.path.display(),
+                    names()
+                )
+            }),
+        None if cfg.hubs.len() == 1 => cfg
+            .hubs
+            .keys()
+            .next()
+            .map(String::as_str)
+            .ok_or_else(|| "the config declares no hub".to_string()),
+        None => Err(format!(
+            "pass --hub: {} declares the hubs {}",
+            cfg.path.display(),
+            names()
+        )),
+    }
+}
+
 /// `herald send`.
-fn send(path: &Path, message: Message) -> Outcome {
+fn send(
+    path: &Path,
+    hub: Option<&str>,
+    to: Recipient,
+    target: String,
+    arguments: Vec<Value>,
+) -> Outcome {
     let Some(cfg) = load_or_report(path) else {
         return Outcome::Invalid;
+    };
+    let hub = match pick_hub(&cfg, hub) {
+        Ok(h) => h.to_string(),
+        Err(e) => {
+            eprintln!("herald send: {e}");
+            return Outcome::Invalid;
+        }
+    };
+    let message = Message {
+        hub,
+        to,
+        target,
+        arguments,
+        excluded: Vec::new(),
     };
     let rest = match client_for(&cfg) {
         Ok(r) => r,
@@ -293,9 +368,7 @@ fn send(path: &Path, message: Message) -> Outcome {
         Ok(()) => {
             println!(
                 "sent {} to {} in hub {}",
-                message.target,
-                message.to.kind(),
-                message.hub
+                message.target, message.to, message.hub
             );
             Outcome::Ok
         }
@@ -307,9 +380,16 @@ fn send(path: &Path, message: Message) -> Outcome {
 }
 
 /// `herald token`.
-fn token(path: &Path, hub: &str, user: Option<&str>, ttl: Option<&str>) -> Outcome {
+fn token(path: &Path, hub: Option<&str>, user: Option<&str>, ttl: Option<&str>) -> Outcome {
     let Some(cfg) = load_or_report(path) else {
         return Outcome::Invalid;
+    };
+    let hub = match pick_hub(&cfg, hub) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("herald token: {e}");
+            return Outcome::Invalid;
+        }
     };
     let ttl = match ttl.map(config::units::parse_duration) {
         None => cfg
@@ -372,7 +452,7 @@ fn service(listen: &str, access_key: Option<String>) -> Outcome {
         return Outcome::Failed;
     };
     rt.block_on(async move {
-        let key = access_key.unwrap_or_else(crate::daemon::generate_access_key);
+        let key = access_key.unwrap_or_else(crate::state::generate_access_key);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let handle = match Service::start(
             ServiceOptions::new(addr, vec![key.clone()]),
@@ -434,8 +514,8 @@ fn run_custom_handler(path: &Path, log_format: Option<LogFormat>) -> Outcome {
                 Outcome::Invalid
             }
             Err(e) => {
+                // Once: logging is set up and writes to stderr.
                 tracing::error!("herald stopped: {e}");
-                eprintln!("herald: {e}");
                 Outcome::Failed
             }
         }

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! cli.rs          clap commands: run, check, schema, send, token, service, functions init
-//! telemetry.rs    logging (text/JSON) and the Prometheus recorder
+//! telemetry/      logging (text/JSON), the Prometheus recorder; metrics.rs: the metrics catalogue
+//! state.rs        where herald keeps state on disk: state dir, embedded access key
 //! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
 //! message.rs      Message {hub, to: Recipient, target, arguments}
@@ -22,7 +23,8 @@
 //! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
-//! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
+//! daemon/         `herald run`: composition (mod.rs), endpoint (Azure or embedded), http
+//!                 (negotiate, status routes, health, metrics), schedule, reload,
 //!                 delivery, auth; functions/ (Azure Functions custom handler: handler.rs
 //!                 serves host invocations with the same code, init.rs generates the app)
 //! ```
@@ -36,6 +38,7 @@ pub mod message;
 pub mod server;
 pub mod service;
 pub mod signalr;
+pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

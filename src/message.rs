@@ -29,6 +29,18 @@ impl Recipient {
     }
 }
 
+/// For people: `all`, `user alice`, `group ops`, `connection abc`.
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::All => f.write_str("all"),
+            Recipient::User(u) => write!(f, "user {u}"),
+            Recipient::Group(g) => write!(f, "group {g}"),
+            Recipient::Connection(c) => write!(f, "connection {c}"),
+        }
+    }
+}
+
 /// One invocation of the client method `target` with `arguments`, sent into `hub` to `to`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {

@@ -403,3 +403,326 @@ fn example_unit_file_is_complete_and_verifies() {
         "systemd-analyze verify: {stderr}"
     );
 }
+
+/// Families of a Prometheus text exposition: name → (has HELP, has TYPE, sample count).
+fn families(text: &str) -> std::collections::BTreeMap<String, (bool, bool, usize)> {
+    let mut out: std::collections::BTreeMap<String, (bool, bool, usize)> = Default::default();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap(), parts.next().unwrap().to_string());
+            let entry = out.entry(name).or_default();
+            match kind {
+                "HELP" => {
+                    assert!(parts.next().is_some_and(|h| !h.is_empty()), "{line}");
+                    entry.0 = true
+                }
+                "TYPE" => entry.1 = true,
+                _ => panic!("bad comment line: {line}"),
+            }
+        }
+    }
+    for (name, _, _) in parse_prometheus(text) {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| out.contains_key(*f)))
+            .unwrap_or(&name)
+            .to_string();
+        out.entry(family).or_default().2 += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_before_any_traffic_have_every_family_with_help() {
+    let extra = "schedules:\n  tick:\n    cron: '0 0 0 1 1 *'\n    hub: notifications\n    template: status\n";
+    let d = tokio::task::block_in_place(|| {
+        Daemon::start(
+            &config("").replace("routes:", &format!("{extra}routes:")),
+            &[],
+        )
+    });
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let families = families(&text);
+    for (name, (help, kind, samples)) in &families {
+        assert!(*help, "{name} has no HELP:\n{text}");
+        assert!(*kind, "{name} has no TYPE:\n{text}");
+        assert!(*samples > 0, "{name} has no sample:\n{text}");
+    }
+    assert!(families.len() >= 10, "{} families:\n{text}", families.len());
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_virtual_memory_bytes",
+        "herald_build_info",
+        "herald_config_generation",
+        "herald_config_last_reload_successful",
+        "herald_config_restart_required",
+        "herald_config_reloads_total",
+        "herald_negotiate_total",
+        "herald_schedule_fires_total",
+        "herald_schedule_next_fire_timestamp_seconds",
+    ] {
+        assert!(families.contains_key(name), "no {name}:\n{text}");
+    }
+    let samples = parse_prometheus(&text);
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(
+        samples
+            .iter()
+            .any(|(n, l, v)| n == "herald_build_info" && l.contains(&version) && *v == 1.0),
+        "{text}"
+    );
+    let rss = samples
+        .iter()
+        .find(|(n, _, _)| n == "process_resident_memory_bytes")
+        .unwrap()
+        .2;
+    assert!(rss > 1_000_000.0, "RSS {rss}");
+    let next = samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == "herald_schedule_next_fire_timestamp_seconds" && l.contains("schedule=\"tick\"")
+        })
+        .unwrap()
+        .2;
+    assert!(next > chrono::Utc::now().timestamp() as f64, "{next}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_requests_are_counted_by_route_name_not_path() {
+    let d = tokio::task::block_in_place(|| Daemon::start(&config(""), &[]));
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http
+            .post(d.url("/api/status"))
+            .header("X-API-Key", KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let r = http.post(d.url("/api/status")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let _ = http.post(d.url("/api/negotiate")).send().await.unwrap();
+    let _ = http.get(d.url("/nothing/here/1")).send().await.unwrap();
+    let _ = http.get(d.url("/healthz")).send().await.unwrap();
+    let text = http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse_prometheus(&text);
+    let count = |labels: &[&str]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "herald_http_requests_total" && labels.iter().all(|m| l.contains(m))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        count(&["route=\"status\"", "method=\"POST\"", "status=\"202\""]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"status\"", "status=\"401\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"negotiate\"", "status=\"200\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"unmatched\"", "status=\"404\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"healthz\"", "method=\"GET\""]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains("/nothing/here"),
+        "a raw path became a label:\n{text}"
+    );
+    assert!(
+        samples.iter().any(
+            |(n, l, _)| n == "herald_http_request_duration_seconds_bucket"
+                && l.contains("route=\"status\"")
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_star_never_grants_credentials_and_warns_once() {
+    let yaml = config("").replace(
+        "  listen: 127.0.0.1:0\nhubs",
+        "  listen: 127.0.0.1:0\n  cors: {allowed_origins: ['https://app.example.com', '*']}\nhubs",
+    );
+    let d = tokio::task::block_in_place(|| Daemon::start(&yaml, &[]));
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, d.url("/api/status"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-api-key, content-type")
+            .send()
+    };
+    let r = preflight("https://anything.example").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        !r.headers().contains_key("access-control-allow-credentials"),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.headers()["access-control-allow-methods"], "POST");
+    let r = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    // An actual request from an unlisted origin: `*`, no credentials.
+    let r = http
+        .post(d.url("/api/negotiate"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(!r.headers().contains_key("access-control-allow-credentials"));
+
+    // The `*` warning: once at start, not again on reload.
+    std::fs::write(
+        &d.config_path,
+        yaml.replace("default('ok')", "default('fine')"),
+    )
+    .unwrap();
+    d.wait_generation(2, Duration::from_secs(10)).await;
+    let warnings = d
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CORS allows any origin"))
+        })
+        .count();
+    assert_eq!(warnings, 1);
+}
+
+#[test]
+fn status_line_names_a_pending_restart() {
+    let mut systemd = FakeSystemd::new();
+    let d = Daemon::start(&config(""), &[("NOTIFY_SOCKET", &systemd.path)]);
+    systemd.wait_for("READY=1", Duration::from_secs(10));
+    let mark = systemd.seen.len();
+    let edited = config("").replace(
+        "http:\n  listen: 127.0.0.1:0\n",
+        "http:\n  listen: 127.0.0.1:0\n  request_timeout: 9s\n",
+    );
+    std::fs::write(&d.config_path, edited).unwrap();
+    let at = systemd.wait_for_since(mark, "RELOADING=1", Duration::from_secs(10));
+    let ready = systemd.wait_for_since(at + 1, "READY=1", Duration::from_secs(10));
+    let msg = &systemd.seen[ready].1;
+    let status = msg
+        .lines()
+        .find(|l| l.starts_with("STATUS="))
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(status.starts_with("STATUS=reloaded:"), "{status}");
+    assert!(
+        status.ends_with("restart pending for http.request_timeout"),
+        "{status}"
+    );
+}
+
+/// Metric names a PromQL expression refers to: identifiers outside `{...}` selectors that
+/// start with `herald_` or `process_`.
+fn promql_metrics(expr: &str) -> Vec<String> {
+    let mut outside = String::new();
+    let mut depth = 0;
+    for c in expr.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ if depth == 0 => outside.push(c),
+            _ => {}
+        }
+        if c == '{' || c == '}' {
+            outside.push(' ');
+        }
+    }
+    outside
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("herald_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn grafana_dashboard_queries_only_catalogued_metrics() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/grafana/herald.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let known: Vec<&str> = herald::telemetry::metrics::names().collect();
+    let mut queried = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let names = promql_metrics(expr);
+            assert!(!names.is_empty(), "no metric in `{expr}`");
+            for name in names {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| known.contains(f))
+                    .unwrap_or(&name)
+                    .to_string();
+                assert!(
+                    known.contains(&family.as_str()),
+                    "`{name}` in `{expr}` is not in the catalogue"
+                );
+                queried.insert(family);
+            }
+        }
+    }
+    for must in [
+        "herald_connections",
+        "herald_messages_total",
+        "herald_http_requests_total",
+        "herald_http_request_duration_seconds",
+        "herald_schedule_fire_lag_seconds",
+        "herald_config_reloads_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(queried.contains(must), "the dashboard does not show {must}");
+    }
+}

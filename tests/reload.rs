@@ -351,3 +351,132 @@ routes:\n  status:\n    path: /api/status\n    hub: notifications\n    template:
     post();
     client.wait_for(WAIT, |v| v["args"] == json!(["third text"]));
 }
+
+/// `/healthz` until the last reload's outcome is `outcome`.
+async fn wait_outcome(d: &Daemon, outcome: &str) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let h = d.health().await;
+        if h["config"]["last_reload"]["outcome"] == outcome {
+            return h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {outcome} reload: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn metric_line(d: &Daemon, name: &str) -> String {
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn reverting_a_rejected_edit_clears_the_rejection_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notifications.yaml");
+    let good = yaml("v1", "");
+    std::fs::write(&path, &good).unwrap();
+    let (rec, d) = start_in(dir, path, &["--no-watch"]).await;
+    assert_eq!(d.health().await["status"], "ok");
+
+    std::fs::write(&d.config_path, yaml("v2", "  bogus_key: 1\n")).unwrap();
+    d.signal("HUP");
+    let h = wait_outcome(&d, "rejected").await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    let reason = h["reason"].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert_eq!(
+        metric_line(&d, "herald_config_last_reload_successful").await,
+        "herald_config_last_reload_successful 0"
+    );
+    // The old config still serves: ready, and routes answer with it.
+    let r = reqwest::get(d.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_text(&rec, &d).await, "v1");
+
+    // Put the running content back: same hash as what runs, and still a successful reload.
+    std::fs::write(&d.config_path, &good).unwrap();
+    d.signal("HUP");
+    let h = wait_outcome(&d, "restored").await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h.get("reason").is_none(), "{h}");
+    assert_eq!(h["config"]["generation"], 1);
+    assert_eq!(
+        metric_line(&d, "herald_config_last_reload_successful").await,
+        "herald_config_last_reload_successful 1"
+    );
+    // A further SIGHUP of the same content is simply unchanged.
+    d.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        d.health().await["config"]["last_reload"]["outcome"],
+        "restored"
+    );
+}
+
+#[tokio::test]
+async fn reverting_with_the_watcher_clears_the_rejection() {
+    let (_rec, d) = start("v1").await;
+    let good = std::fs::read_to_string(&d.config_path).unwrap();
+    std::fs::write(&d.config_path, yaml("v1", "  broken: [").as_str()).unwrap();
+    wait_outcome(&d, "rejected").await;
+    std::fs::write(&d.config_path, good).unwrap();
+    let h = wait_outcome(&d, "restored").await;
+    assert_eq!(h["status"], "ok", "{h}");
+}
+
+#[tokio::test]
+async fn restart_only_keys_stay_pending_while_the_rest_applies() {
+    let (rec, d) = start("v1").await;
+    assert_eq!(d.health().await["restart_required"], json!([]));
+    assert_eq!(
+        metric_line(&d, "herald_config_restart_required").await,
+        "herald_config_restart_required 0"
+    );
+    let slow = |text: &str| {
+        yaml(text, "").replace(
+            "  listen: 127.0.0.1:0\n",
+            "  listen: 127.0.0.1:0\n  request_timeout: 9s\n",
+        )
+    };
+    std::fs::write(&d.config_path, slow("v2")).unwrap();
+    let h = d.wait_generation(2, WAIT).await;
+    assert_eq!(
+        h["restart_required"],
+        json!(["http.request_timeout"]),
+        "{h}"
+    );
+    assert_eq!(h["status"], "ok");
+    assert_eq!(sent_text(&rec, &d).await, "v2", "the other keys apply");
+    assert_eq!(
+        metric_line(&d, "herald_config_restart_required").await,
+        "herald_config_restart_required 1"
+    );
+    // Another edit does not forget the pending restart (it compares with the started config).
+    std::fs::write(&d.config_path, slow("v3")).unwrap();
+    let h = d.wait_generation(3, WAIT).await;
+    assert_eq!(
+        h["restart_required"],
+        json!(["http.request_timeout"]),
+        "{h}"
+    );
+    // Going back to the started value clears it.
+    std::fs::write(&d.config_path, yaml("v4", "")).unwrap();
+    let h = d.wait_generation(4, WAIT).await;
+    assert_eq!(h["restart_required"], json!([]), "{h}");
+    assert_eq!(
+        metric_line(&d, "herald_config_restart_required").await,
+        "herald_config_restart_required 0"
+    );
+}

@@ -5,11 +5,14 @@
 
 pub mod auth;
 pub mod delivery;
+pub mod endpoint;
 pub mod functions;
 pub mod http;
 pub mod outbox;
 pub mod reload;
 pub mod schedule;
+
+pub use endpoint::{connect, embedded_endpoint, rest_options};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,14 +21,13 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SignalrConfig, live::LiveConfig};
+use crate::config::{Config, live::LiveConfig};
 use crate::control::{self, Control, ControlSender};
-use crate::service::{Service, ServiceHandle, ServiceOptions};
-use crate::signalr::ServiceEndpoint;
-use crate::signalr::rest::{RestClient, RestOptions};
+use crate::telemetry::metrics as m;
 
-/// How long in-flight requests and sends get after a shutdown request.
-const SHUTDOWN_GRACE: Duration = crate::server::SHUTDOWN_DEADLINE;
+/// How long in-flight requests and scheduled sends get after a shutdown request: the one
+/// shutdown deadline of herald (`crate::server` uses the same).
+pub const SHUTDOWN_DEADLINE: Duration = crate::server::SHUTDOWN_DEADLINE;
 
 /// `now` as templates see it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn now_rfc3339() -> String {
@@ -35,19 +37,19 @@ pub fn now_rfc3339() -> String {
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("could not listen on {addr}: {source}")]
+    #[error("could not listen on {addr}: {source}{hint}", hint = bind_hint(source))]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("embedded SignalR service: {0}")]
+    #[error("embedded SignalR service: {0}{hint}", hint = service_hint(.0))]
     Service(#[from] crate::service::ServiceError),
     #[error("SignalR endpoint: {0}")]
     Endpoint(#[from] crate::signalr::ConnectionStringError),
     #[error("REST client: {0}")]
     Rest(#[from] crate::signalr::rest::RestError),
-    #[error("cannot read or create the embedded service's key file in {dir}: {source}", dir = state_dir().display())]
+    #[error("cannot read or create the embedded service's key file in {dir}: {source}", dir = crate::state::state_dir().display())]
     KeyFile {
         #[source]
         source: std::io::Error,
@@ -58,11 +60,39 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// The `STATUS=` line `systemctl status` shows.
-fn status_line(live: &LiveConfig, listen: SocketAddr, service: &str, note: &str) -> String {
+/// What to add to a bind error: the usual cause of "address in use".
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        " (is another herald, or another program, already listening there?)"
+    } else {
+        ""
+    }
+}
+
+fn service_hint(e: &crate::service::ServiceError) -> &'static str {
+    match e {
+        crate::service::ServiceError::Bind { source, .. } => bind_hint(source),
+        _ => "",
+    }
+}
+
+/// The `STATUS=` line `systemctl status` shows; it names restart-only keys still pending.
+fn status_line(
+    live: &LiveConfig,
+    reloads: &reload::ReloadLog,
+    listen: SocketAddr,
+    service: &str,
+    note: &str,
+) -> String {
     let cfg = live.current();
+    let pending = reloads.restart_required();
+    let restart = if pending.is_empty() {
+        String::new()
+    } else {
+        format!("; restart pending for {}", pending.join(", "))
+    };
     format!(
-        "{note}: {} hubs, {} routes, {} schedules on {listen} ({service} service, config generation {})",
+        "{note}: {} hubs, {} routes, {} schedules on {listen} ({service} service, config generation {}){restart}",
         cfg.hubs.len(),
         cfg.routes.len(),
         cfg.schedules.len(),
@@ -70,123 +100,20 @@ fn status_line(live: &LiveConfig, listen: SocketAddr, service: &str, note: &str)
     )
 }
 
-/// A generated access key: 32 random bytes, base64 (43 characters).
-pub fn generate_access_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
-}
-
-/// Where a generated embedded-service access key is kept, so that `herald token` and
-/// `herald send` sign with the key a running `herald run` uses: `$STATE_DIRECTORY` (systemd),
-/// else `$XDG_STATE_HOME/herald`, else `~/.local/state/herald`.
-pub fn state_dir() -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").and_then(|d| {
-        d.to_str()
-            .and_then(|s| s.split(':').next().map(PathBuf::from))
-    }) {
-        return dir;
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("herald");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/state/herald"),
-        None => std::env::temp_dir().join("herald"),
-    }
-}
-
-/// The embedded service's access key: the configured one, else the one kept in
-/// `state_dir()/embedded-access-key` (created with mode 0600 on first use).
-pub fn embedded_access_key(configured: Option<&crate::config::Secret>) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(k) = configured {
-        return Ok(k.expose().to_string());
-    }
-    let dir = state_dir();
-    let path = dir.join("embedded-access-key");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let key = existing.trim().to_string();
-        if key.len() >= 16 {
-            return Ok(key);
-        }
-    }
-    std::fs::create_dir_all(&dir)?;
-    let key = generate_access_key();
-    let tmp = dir.join(format!(".embedded-access-key.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(key.as_bytes())?;
-    f.sync_all()?;
-    // Rename is atomic: a concurrent first start sees one whole key or none.
-    std::fs::rename(&tmp, &path)?;
-    std::fs::read_to_string(&path).map(|k| k.trim().to_string())
-}
-
-/// The service endpoint of an embedded service listening on `addr`.
-pub fn embedded_endpoint(
-    addr: SocketAddr,
-    access_key: &str,
-    public_url: Option<&str>,
-) -> Result<ServiceEndpoint, crate::signalr::ConnectionStringError> {
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
-        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-    };
-    let mut cs = format!(
-        "Endpoint=http://{host};Port={};AccessKey={access_key};Version=1.0;",
-        addr.port()
-    );
-    if let Some(url) = public_url {
-        cs.push_str(&format!("ClientEndpoint={url};"));
-    }
-    ServiceEndpoint::from_connection_string(&cs)
-}
-
-/// The REST client's options for `cfg` (its data-plane API version).
-pub fn rest_options(cfg: &Config) -> RestOptions {
-    RestOptions {
-        api: cfg.api_version,
-        ..RestOptions::default()
-    }
-}
-
-/// Start the embedded service described by `cfg` (if that is the mode) and build the REST
-/// client for whichever service delivers messages.
-pub async fn connect(
-    cfg: &Config,
-    shutdown: &CancellationToken,
-) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
-    match &cfg.signalr {
-        SignalrConfig::Azure(endpoint) => {
-            tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
-            let rest = RestClient::new((**endpoint).clone(), rest_options(cfg))?;
-            Ok((rest, "azure", None))
-        }
-        SignalrConfig::Embedded {
-            listen,
-            access_key,
-            public_url,
-            max_connections,
-            timeouts: _,
-        } => {
-            let key = embedded_access_key(access_key.as_ref())
-                .map_err(|source| DaemonError::KeyFile { source })?;
-            let mut options = ServiceOptions::new(*listen, vec![key.clone()]);
-            options.max_connections = *max_connections;
-            let handle = Service::start(options, shutdown.child_token()).await?;
-            let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
-            tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
-            let rest = RestClient::new(endpoint, rest_options(cfg))?;
-            Ok((rest, "embedded", Some(handle)))
+/// Run one reload on the blocking pool (it reads and compiles the file), off the async
+/// workers that serve requests.
+async fn reload_off_workers(
+    live: &LiveConfig,
+    reloads: &Arc<reload::ReloadLog>,
+) -> reload::ReloadOutcome {
+    let (live, log) = (live.clone(), reloads.clone());
+    match tokio::task::spawn_blocking(move || reload::reload(&live, &log)).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload task failed; the last good config keeps running");
+            reload::ReloadOutcome::Rejected {
+                errors: vec![format!("the reload task failed: {e}")],
+            }
         }
     }
 }
@@ -219,8 +146,9 @@ pub async fn run_with_control(
     let listen = cfg.http.listen;
     let request_timeout = cfg.http.request_timeout;
     let live = LiveConfig::new(cfg);
-    metrics::gauge!("herald_config_generation").set(1.0);
-    metrics::gauge!("herald_config_last_reload_successful").set(1.0);
+    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+    m::register_config(&live.current());
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -232,7 +160,7 @@ pub async fn run_with_control(
         addr: listen,
         source,
     })?;
-    let reloads = Arc::new(reload::ReloadLog::default());
+    let reloads = Arc::new(reload::ReloadLog::new(live.current()));
     let state = http::AppState {
         live: live.clone(),
         rest: rest.clone(),
@@ -246,7 +174,7 @@ pub async fn run_with_control(
     let serve_options = crate::server::ServeOptions {
         header_read_timeout: live.current().http.timeouts.header_read,
         idle_timeout: live.current().http.timeouts.idle,
-        shutdown_deadline: SHUTDOWN_GRACE,
+        shutdown_deadline: SHUTDOWN_DEADLINE,
     };
     let server = tokio::spawn(crate::server::serve(
         listener,
@@ -283,7 +211,13 @@ pub async fn run_with_control(
             schedules = cfg.schedules.len(), service = service_kind, "herald is running"
         );
     }
-    crate::systemd::ready(&status_line(&live, local, service_kind, "running"));
+    crate::systemd::ready(&status_line(
+        &live,
+        &reloads,
+        local,
+        service_kind,
+        "running",
+    ));
     crate::systemd::spawn_watchdog(heartbeat, local, shutdown.clone());
 
     while let Some(msg) = rx.recv().await {
@@ -297,8 +231,14 @@ pub async fn run_with_control(
                     }
                 }
                 crate::systemd::reloading();
-                let note = match reload::reload(&live, &reloads) {
-                    reload::ReloadOutcome::Applied { .. } => "reloaded".to_string(),
+                let note = match reload_off_workers(&live, &reloads).await {
+                    reload::ReloadOutcome::Applied { .. } => {
+                        m::register_config(&live.current());
+                        "reloaded".to_string()
+                    }
+                    reload::ReloadOutcome::Restored => {
+                        "reloaded (rejected edit reverted)".to_string()
+                    }
                     reload::ReloadOutcome::Unchanged => "running".to_string(),
                     reload::ReloadOutcome::Rejected { errors } => format!(
                         "last reload rejected ({} error{}; see the log)",
@@ -306,7 +246,7 @@ pub async fn run_with_control(
                         if errors.len() == 1 { "" } else { "s" }
                     ),
                 };
-                crate::systemd::ready(&status_line(&live, local, service_kind, &note));
+                crate::systemd::ready(&status_line(&live, &reloads, local, service_kind, &note));
                 if stop {
                     break;
                 }
@@ -320,19 +260,20 @@ pub async fn run_with_control(
     shutdown.cancel();
     let _ = scheduler.await;
     sends.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, sends.wait())
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, sends.wait())
         .await
         .is_err()
     {
         tracing::warn!("scheduled sends still running at shutdown were abandoned");
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), server).await {
+    // `serve` returns within the deadline; the margin covers the task's own exit.
+    match tokio::time::timeout(SHUTDOWN_DEADLINE + Duration::from_secs(1), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(DaemonError::Serve(e)),
         Ok(Err(_)) | Err(_) => tracing::warn!("HTTP server did not stop in time"),
     }
     if let Some(service) = service {
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, service.stopped()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, service.stopped()).await;
     }
     tracing::info!("stopped");
     Ok(())

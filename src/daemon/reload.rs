@@ -1,12 +1,16 @@
 //! Reloading the config: run the same `config::load` as startup and `herald check`; a valid
 //! result is swapped in atomically (generation + 1), an invalid one is logged error by error
-//! and the last good config keeps running. The outcome is recorded for `/healthz` and metrics.
+//! and the last good config keeps running. Reverting the file to the running content after a
+//! rejection counts as a successful reload. Keys that only take effect after a restart are
+//! compared with the config the process started with and stay pending until then. The outcome
+//! is recorded for `/healthz`, metrics and the systemd status line.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::config::{self, Config, SignalrConfig, live::LiveConfig};
+use crate::telemetry::metrics as m;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +18,12 @@ pub enum ReloadOutcome {
     /// A new snapshot is live.
     Applied {
         generation: u64,
-        /// Keys that changed but only take effect after a restart.
+        /// Keys that differ from the started config and take effect only after a restart.
         restart_required: Vec<&'static str>,
     },
+    /// The file is back to the running content after a rejected reload: the rejection is
+    /// cleared and the running snapshot stays.
+    Restored,
     /// The file's content did not change.
     Unchanged,
     /// The new config is invalid; the old one keeps running.
@@ -27,6 +34,7 @@ pub enum ReloadOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadRecord {
     pub at: String,
+    /// `applied`, `restored` or `rejected`.
     pub outcome: &'static str,
     pub generation: u64,
     pub sha256: String,
@@ -36,22 +44,63 @@ pub struct ReloadRecord {
     pub restart_required: Vec<&'static str>,
 }
 
-/// The most recent reload. A std `Mutex`: written by the one control loop, read by
+impl ReloadRecord {
+    pub fn rejected(&self) -> bool {
+        self.outcome == "rejected"
+    }
+}
+
+/// The reload history that matters now: the last reload and the restart-only keys pending.
+/// std `Mutex`es: written by the one reload at a time (the control loop awaits each), read by
 /// `/healthz`, never held across an await.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReloadLog {
     last: Mutex<Option<ReloadRecord>>,
+    /// Restart-only keys whose running value differs from the started config's.
+    pending_restart: Mutex<Vec<&'static str>>,
+    /// The config the listeners and the service connection were built from; restart-only
+    /// keys are compared with it, so a second reload does not forget a pending restart.
+    started: Arc<Config>,
 }
 
 impl ReloadLog {
+    /// A log for a process that started with `started`.
+    pub fn new(started: Arc<Config>) -> Self {
+        ReloadLog {
+            last: Mutex::new(None),
+            pending_restart: Mutex::new(Vec::new()),
+            started,
+        }
+    }
+
     pub fn snapshot(&self) -> Option<ReloadRecord> {
         self.last.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    /// Whether the last reload was rejected (the running config is older than the file).
+    pub fn last_rejected(&self) -> bool {
+        self.snapshot().is_some_and(|r| r.rejected())
+    }
+
+    /// Restart-only keys that changed since start; empty when none is pending.
+    pub fn restart_required(&self) -> Vec<&'static str> {
+        self.pending_restart
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     fn record(&self, r: ReloadRecord) {
         if let Ok(mut g) = self.last.lock() {
             *g = Some(r);
         }
+    }
+
+    fn set_pending(&self, keys: &[&'static str]) {
+        if let Ok(mut g) = self.pending_restart.lock() {
+            *g = keys.to_vec();
+        }
+        metrics::gauge!(m::CONFIG_RESTART_REQUIRED).set(if keys.is_empty() { 0.0 } else { 1.0 });
     }
 }
 
@@ -119,7 +168,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
-/// Reload from the current config's path.
+/// Reload from the current config's path. Blocking (reads and compiles the file): the
+/// daemon runs it on the blocking pool.
 pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
     let current = live.current();
     let at = crate::daemon::now_rfc3339();
@@ -129,8 +179,26 @@ pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
         .as_ref()
         .is_ok_and(|t| config::compile::content_hash(t) == current.content_hash)
     {
-        tracing::debug!("config file unchanged; nothing to reload");
-        return ReloadOutcome::Unchanged;
+        if !log.last_rejected() {
+            tracing::debug!("config file unchanged; nothing to reload");
+            return ReloadOutcome::Unchanged;
+        }
+        // The rejected edit was reverted: what runs is what the file says again.
+        tracing::info!(
+            generation = live.generation(),
+            "config file is back to the running config; the rejected reload is cleared"
+        );
+        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "restored").increment(1);
+        metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+        log.record(ReloadRecord {
+            at,
+            outcome: "restored",
+            generation: live.generation(),
+            sha256: current.content_hash.clone(),
+            errors: Vec::new(),
+            restart_required: log.restart_required(),
+        });
+        return ReloadOutcome::Restored;
     }
     let loaded =
         text.and_then(|t| config::load_str(&current.path, &t, &|name| std::env::var(name).ok()));
@@ -145,31 +213,36 @@ pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
                 generation = live.generation(),
                 "config reload rejected; the last good config keeps running"
             );
-            metrics::counter!("herald_config_reloads_total", "outcome" => "rejected").increment(1);
-            metrics::gauge!("herald_config_last_reload_successful").set(0.0);
+            metrics::counter!(m::CONFIG_RELOADS, "outcome" => "rejected").increment(1);
+            metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(0.0);
             log.record(ReloadRecord {
                 at,
                 outcome: "rejected",
                 generation: live.generation(),
                 sha256: current.content_hash.clone(),
                 errors: errors.clone(),
-                restart_required: Vec::new(),
+                restart_required: log.restart_required(),
             });
             ReloadOutcome::Rejected { errors }
         }
         Ok(new) => {
-            let restart = restart_required(&current, &new);
+            let restart = restart_required(&log.started, &new);
             if !restart.is_empty() {
                 tracing::warn!(keys = ?restart, "these keys changed but take effect only after a restart");
             }
+            // Warnings the running config already had were logged when it was loaded (the
+            // CORS `*` warning once per start, not once per reload).
             for w in &new.warnings {
-                tracing::warn!("{w}");
+                if !current.warnings.iter().any(|old| old.message == w.message) {
+                    tracing::warn!("{w}");
+                }
             }
             let sha = new.content_hash.clone();
             let (hubs, routes, schedules) = (new.hubs.len(), new.routes.len(), new.schedules.len());
             // Recorded before the swap, so whoever sees the new generation sees its record.
-            // Only this control loop replaces the snapshot, so the next generation is known.
+            // Only one reload runs at a time, so the next generation is known.
             let generation = live.generation() + 1;
+            log.set_pending(&restart);
             log.record(ReloadRecord {
                 at,
                 outcome: "applied",
@@ -180,9 +253,9 @@ pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
             });
             let generation = live.replace(new);
             tracing::info!(generation, hubs, routes, schedules, sha256 = %&sha[..12], "config reloaded");
-            metrics::counter!("herald_config_reloads_total", "outcome" => "applied").increment(1);
-            metrics::gauge!("herald_config_last_reload_successful").set(1.0);
-            metrics::gauge!("herald_config_generation").set(generation as f64);
+            metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+            metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+            metrics::gauge!(m::CONFIG_GENERATION).set(generation as f64);
             ReloadOutcome::Applied {
                 generation,
                 restart_required: restart,

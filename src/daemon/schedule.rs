@@ -2,6 +2,7 @@
 //! its wall-clock second (computing the next instant at once, so an instant never fires twice),
 //! and reconciles with each new config snapshot by name and timing: unchanged schedules keep
 //! their next fire time, changed ones are rescheduled, removed ones stop, new ones start.
+//! Each schedule exports its next and last fire instants and how late each fire ran.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::daemon::delivery::deliver;
 use crate::message::Message;
 use crate::signalr::rest::RestClient;
 use crate::systemd::{HEARTBEAT_EVERY, Heartbeat};
+use crate::telemetry::metrics as m;
 use crate::template::TemplateError;
 
 /// Longest a scheduled send may take before it is abandoned (logged and counted).
@@ -62,6 +64,7 @@ fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>)
                         } else {
                             tracing::info!(schedule = %name, next = %next.to_rfc3339(), "schedule rescheduled");
                         }
+                        set_next_fire(name, next);
                         jobs.insert(name.clone(), Job { key, next });
                     }
                     None => {
@@ -116,9 +119,13 @@ pub async fn run(
                 let now = Utc::now();
                 for (name, job) in jobs.iter_mut() {
                     let Some(s) = cfg.schedules.get(name) else { continue };
-                    for instant in due_instants(job, &s.cron, now, name) {
+                    let due = due_instants(job, &s.cron, now, name);
+                    for &instant in &due {
                         fire(&cfg, &rest, &sends, name, instant);
                         tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %job.next.to_rfc3339(), "schedule fired");
+                    }
+                    if !due.is_empty() {
+                        set_next_fire(name, job.next);
                     }
                 }
             }
@@ -146,8 +153,7 @@ fn due_instants(
     }
     let grace = chrono::Duration::from_std(LATE_GRACE).unwrap_or(chrono::Duration::MAX);
     if now - job.next > grace {
-        metrics::counter!("herald_schedule_misses_total", "schedule" => name.to_string())
-            .increment(1);
+        metrics::counter!(m::SCHEDULE_MISSES, "schedule" => name.to_string()).increment(1);
         tracing::warn!(schedule = %name, missed_from = %job.next.to_rfc3339(),
             "schedule was late by more than {}s; skipped the fires missed before that", LATE_GRACE.as_secs());
         job.next = cron
@@ -167,14 +173,30 @@ fn due_instants(
     due
 }
 
-/// Render and send one fire of `name` in the background (tracked by `sends`).
+/// Export `name`'s next fire instant.
+fn set_next_fire(name: &str, next: DateTime<Utc>) {
+    if next < DateTime::<Utc>::MAX_UTC {
+        metrics::gauge!(m::SCHEDULE_NEXT_FIRE, "schedule" => name.to_string())
+            .set(unix_seconds(next));
+    }
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Render and send one fire of `name` (due at `at`) in the background (tracked by `sends`).
 fn fire(cfg: &Arc<Config>, rest: &RestClient, sends: &TaskTracker, name: &str, at: DateTime<Utc>) {
-    metrics::counter!("herald_schedule_fires_total", "schedule" => name.to_string()).increment(1);
+    let lag = (Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
+    metrics::counter!(m::SCHEDULE_FIRES, "schedule" => name.to_string()).increment(1);
+    metrics::gauge!(m::SCHEDULE_LAST_FIRE, "schedule" => name.to_string()).set(unix_seconds(at));
+    metrics::histogram!(m::SCHEDULE_FIRE_LAG, "schedule" => name.to_string())
+        .record(lag.as_secs_f64());
     let message = match render_schedule(cfg, name, at) {
         Some(Ok(m)) => m,
         Some(Err(e)) => {
             tracing::error!(schedule = %name, error = %e, at = %e.at, "schedule template failed to render");
-            metrics::counter!("herald_messages_total", "hub" => "", "to" => "", "source" => "schedule", "outcome" => "render_failed").increment(1);
+            metrics::counter!(m::MESSAGES, "hub" => "", "to" => "", "source" => "schedule", "outcome" => "render_failed").increment(1);
             return;
         }
         None => return,

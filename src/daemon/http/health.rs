@@ -1,5 +1,7 @@
-//! `/healthz` (liveness and config state), `/readyz` (config loaded and the SignalR service's
-//! health endpoint answers) and `/metrics` (Prometheus text format).
+//! `/healthz` (liveness and config state: `degraded` with a reason while the last reload is
+//! rejected, and the restart-only keys pending), `/readyz` (config loaded and the SignalR
+//! service's health endpoint answers; a rejected reload does not make it unready, the old
+//! config serves) and `/metrics` (Prometheus text format, process metrics read at scrape).
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use super::AppState;
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let cfg = state.live.current();
     let reload = state.reloads.snapshot();
-    Json(json!({
+    let restart_required = state.reloads.restart_required();
+    let mut body = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "service": state.service_kind,
@@ -24,8 +27,19 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             "sha256": cfg.content_hash,
             "last_reload": reload,
         },
-    }))
-    .into_response()
+        "restart_required": restart_required,
+    });
+    if let Some(r) = reload.as_ref().filter(|r| r.rejected()) {
+        body["status"] = json!("degraded");
+        body["reason"] = json!(format!(
+            "the last config reload was rejected ({} error{}); generation {} keeps running",
+            r.errors.len(),
+            if r.errors.len() == 1 { "" } else { "s" },
+            r.generation
+        ));
+    }
+    // 200 either way: the process is alive and serving (the systemd watchdog probes this).
+    Json(body).into_response()
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -46,14 +60,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            crate::telemetry::metrics::collect_process();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
 }

@@ -1,10 +1,12 @@
 //! The daemon's HTTP API: one route table (`router`) with health, readiness and metrics, plus a
 //! fallback that matches negotiate paths and status routes in the current config snapshot, so
-//! a reload changes them with no router rebuild. Middleware: request ids, tracing, CORS from
-//! the live config, a request timeout and panic catching.
+//! a reload changes them with no router rebuild. Middleware: request metrics, request ids,
+//! tracing, CORS from the live config, a request timeout and panic catching.
 
+pub mod cors;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod negotiate;
 pub mod rate_limit;
 pub mod status;
@@ -14,13 +16,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -49,19 +50,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The daemon's router with its middleware. `request_timeout` is fixed at start.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let live = state.live.clone();
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            let cfg = live.current();
-            let origin = origin.to_str().unwrap_or("");
-            cfg.http
-                .cors_origins
-                .iter()
-                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
-        }))
-        .allow_credentials(true)
-        .allow_methods(AllowMethods::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .max_age(Duration::from_secs(600));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -70,6 +58,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(live.clone(), metrics::record))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -85,7 +74,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::unavailable("internal error").into_response()
                 }))
-                .layer(cors)
+                .layer(axum::middleware::from_fn_with_state(live, cors::cors))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout)),
         )
 }
@@ -95,7 +84,8 @@ fn limited(state: &AppState, cfg: &crate::config::Config, index: usize) -> Optio
     let route = cfg.routes.get(index)?;
     let limit = route.rate_limit.as_ref()?;
     let wait = state.limiters.check(&route.name, limit).err()?;
-    metrics::counter!("herald_rate_limited_total", "route" => route.name.clone()).increment(1);
+    ::metrics::counter!(crate::telemetry::metrics::RATE_LIMITED, "route" => route.name.clone())
+        .increment(1);
     Some(ApiError::too_many_requests(&route.name, wait))
 }
 

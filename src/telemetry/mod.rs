@@ -1,5 +1,8 @@
 //! Logging set-up: human-readable text or JSON lines on stderr, level from `RUST_LOG` or the
 //! config's `logging.level`. Secrets never reach the log: config types redact them in `Debug`.
+//! The Prometheus recorder is installed here; `metrics` is the catalogue of every metric.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +43,7 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         )
         .ok()?;
     let handle = builder.install_recorder().ok()?;
+    self::metrics::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));

@@ -1,0 +1,76 @@
+//! Which SignalR service the daemon delivers through: Azure SignalR Service from the connection
+//! string, or the embedded service it starts itself; the endpoint and REST client for either.
+//! `herald send`/`token` reach a running embedded service through `embedded_endpoint` too.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+use crate::config::{Config, SignalrConfig};
+use crate::service::{Service, ServiceHandle, ServiceOptions};
+use crate::signalr::ServiceEndpoint;
+use crate::signalr::rest::{RestClient, RestOptions};
+use crate::state::embedded_access_key;
+
+/// The service endpoint of an embedded service listening on `addr`.
+pub fn embedded_endpoint(
+    addr: SocketAddr,
+    access_key: &str,
+    public_url: Option<&str>,
+) -> Result<ServiceEndpoint, crate::signalr::ConnectionStringError> {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    let mut cs = format!(
+        "Endpoint=http://{host};Port={};AccessKey={access_key};Version=1.0;",
+        addr.port()
+    );
+    if let Some(url) = public_url {
+        cs.push_str(&format!("ClientEndpoint={url};"));
+    }
+    ServiceEndpoint::from_connection_string(&cs)
+}
+
+/// The REST client's options for `cfg` (its data-plane API version).
+pub fn rest_options(cfg: &Config) -> RestOptions {
+    RestOptions {
+        api: cfg.api_version,
+        ..RestOptions::default()
+    }
+}
+
+/// Start the embedded service described by `cfg` (if that is the mode) and build the REST
+/// client for whichever service delivers messages.
+pub async fn connect(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
+    match &cfg.signalr {
+        SignalrConfig::Azure(endpoint) => {
+            tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
+            let rest = RestClient::new((**endpoint).clone(), rest_options(cfg))?;
+            Ok((rest, "azure", None))
+        }
+        SignalrConfig::Embedded {
+            listen,
+            access_key,
+            public_url,
+            max_connections,
+            timeouts: _,
+        } => {
+            let key = embedded_access_key(access_key.as_ref())
+                .map_err(|source| DaemonError::KeyFile { source })?;
+            let mut options = ServiceOptions::new(*listen, vec![key.clone()]);
+            options.max_connections = *max_connections;
+            let handle = Service::start(options, shutdown.child_token()).await?;
+            let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
+            tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
+            let rest = RestClient::new(endpoint, rest_options(cfg))?;
+            Ok((rest, "embedded", Some(handle)))
+        }
+    }
+}
