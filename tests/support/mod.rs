@@ -244,7 +244,8 @@ struct RecorderState {
     notify: Arc<Notify>,
 }
 
-/// A stand-in for the Azure SignalR REST API that records every request.
+/// A stand-in for the Azure SignalR REST API that records every request and answers 202, the
+/// status of `respond_with`, or the next of its scripted replies (`script`).
 pub struct Recorder {
     pub addr: SocketAddr,
     state: RecorderState,
