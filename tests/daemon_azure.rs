@@ -640,3 +640,170 @@ async fn logs_never_contain_secrets() {
         "the connection string is logged redacted: {logs}"
     );
 }
+
+/// A 503 for a failed delivery: `{error, detail}` says when to retry, with `Retry-After`,
+/// and nothing in the status line, headers or body names the service's address, port or key.
+/// The full cause is logged once, at warn, with the request id the caller was given.
+fn assert_503_names_nothing_internal(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    service_port: u16,
+    retry_after: &str,
+) {
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let v: Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(v["error"], "service_unavailable", "{body}");
+    assert_eq!(
+        v["detail"],
+        format!("the SignalR service is unavailable; retry after {retry_after} s"),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], retry_after);
+    let mut shown = body.to_string();
+    for (name, value) in headers {
+        shown.push_str(&format!("\n{name}: {}", value.to_str().unwrap_or("")));
+    }
+    for secret in [
+        "127.0.0.1",
+        "localhost",
+        &service_port.to_string(),
+        ACCESS_KEY,
+        "http://",
+        "/api/hubs",
+    ] {
+        assert!(!shown.contains(secret), "the 503 shows `{secret}`: {shown}");
+    }
+}
+
+/// The one warn line of the failed delivery for request `id`, with its full cause.
+fn delivery_warning(d: &Daemon, id: &str) -> Value {
+    let lines: Vec<Value> = d
+        .logs_with("message could not be delivered")
+        .into_iter()
+        .filter(|l| l["span"]["request_id"] == id)
+        .collect();
+    assert_eq!(lines.len(), 1, "one warn line for request {id}: {lines:?}");
+    assert_eq!(lines[0]["level"], "WARN");
+    lines[0].clone()
+}
+
+#[tokio::test]
+async fn delivery_failure_is_a_503_that_names_nothing_internal() {
+    let (rec, d) = start("").await;
+    let http = reqwest::Client::new();
+    let post = || {
+        http.post(d.url("/api/status"))
+            .header("X-API-Key", KEY)
+            .json(&json!({}))
+    };
+
+    // The service answers 500 without Retry-After: herald suggests its default.
+    rec.respond_with(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let r = post().send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert_503_names_nothing_internal(status, &headers, &body, rec.addr.port(), "5");
+    let line = delivery_warning(&d, &id);
+    let cause = line["error"].as_str().unwrap();
+    assert!(cause.contains("HTTP 500"), "the log has the cause: {line}");
+
+    // The service answers 503 with Retry-After (both forms): its wish is passed on.
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+    rec.script(
+        std::iter::repeat_n(support::reply(503).header("retry-after", "1"), 3)
+            .chain([support::reply(503).header("retry-after", &later)]),
+    );
+    let r = post().send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    let body = r.text().await.unwrap();
+    let secs: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((25..=30).contains(&secs), "Retry-After {secs}");
+    assert_503_names_nothing_internal(status, &headers, &body, rec.addr.port(), &secs.to_string());
+}
+
+#[tokio::test]
+async fn unreachable_service_is_a_503_that_names_nothing_internal() {
+    herald::install_crypto();
+    // A port nobody listens on.
+    let port = support::free_port();
+    let cs = format!("Endpoint=http://127.0.0.1;Port={port};AccessKey={ACCESS_KEY};Version=1.0;");
+    let yaml = config("");
+    let d = tokio::task::spawn_blocking(move || {
+        Daemon::start(&yaml, &[("AzureSignalRConnectionString", cs.as_str())])
+    })
+    .await
+    .unwrap();
+    let r = reqwest::Client::new()
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert_503_names_nothing_internal(status, &headers, &body, port, "5");
+    let line = delivery_warning(&d, &id);
+    let cause = line["error"].as_str().unwrap();
+    assert!(
+        cause.contains("could not connect") && cause.contains(&port.to_string()),
+        "the log has the full cause, address included: {line}"
+    );
+    assert!(!cause.contains(ACCESS_KEY), "{line}");
+}
+
+#[tokio::test]
+async fn api_version_v1_calls_the_legacy_paths() {
+    let extra = "signalr: {api_version: v1}\n";
+    let (rec, d) = start(extra).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"status": "Degraded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = http
+        .post(d.url("/api/users/bob/orders/7"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"status": "shipped", "count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = http
+        .put(d.url("/api/groups/9"))
+        .json(&json!({"status": "s", "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    let sends = rec.wait_for(3, Duration::from_secs(5)).await;
+    let paths: Vec<(&str, &str, Option<&str>)> = sends
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str(), s.query.as_deref()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("POST", "/api/v1/hubs/notifications", None),
+            ("POST", "/api/v1/hubs/notifications/users/bob", None),
+            ("POST", "/api/v1/hubs/notifications/groups/orders-9", None),
+        ]
+    );
+    for s in &sends {
+        // The v1 audience is the path alone, without `?api-version=`.
+        assert_rest_token(s);
+        assert!(s.json()["target"].is_string());
+    }
+    // Health probes, if any, use the v1 path too.
+    for r in rec.requests() {
+        assert!(r.path.starts_with("/api/v1/"), "{} {}", r.method, r.path);
+    }
+}

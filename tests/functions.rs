@@ -544,7 +544,24 @@ async fn direct_delivery_sends_through_the_rest_api() {
         &json!({"Data": {"req": {"Query": {"source": "x"}, "Headers": {}, "Params": {"user": "bob", "id": "1"}, "Body": "{\"status\":\"s\"}"}}, "Metadata": {}}),
     )
     .await;
-    assert_eq!(answer["Outputs"]["res"]["statusCode"], 503);
+    let res = &answer["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 503);
+    // The same answer as the daemon's listener: when to retry, nothing internal.
+    assert_eq!(res["headers"]["Retry-After"], "5", "{res}");
+    let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "service_unavailable",
+               "detail": "the SignalR service is unavailable; retry after 5 s"})
+    );
+    let shown = answer.to_string();
+    for internal in [
+        "127.0.0.1",
+        &rec.addr.port().to_string(),
+        support::ACCESS_KEY,
+    ] {
+        assert!(!shown.contains(internal), "`{internal}` shown: {shown}");
+    }
 }
 
 #[test]

@@ -200,14 +200,52 @@ impl Recorded {
     }
 }
 
+/// One scripted answer of the stand-in (see [`Recorder::script`]).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    /// Wait this long before answering (to make a client time out).
+    pub delay: Duration,
+}
+
+/// An answer with `status`, no headers, no body, no delay.
+pub fn reply(status: u16) -> Reply {
+    Reply {
+        status: StatusCode::from_u16(status).expect("status code"),
+        headers: Vec::new(),
+        body: String::new(),
+        delay: Duration::ZERO,
+    }
+}
+
+impl Reply {
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_string();
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
 #[derive(Clone, Default)]
 struct RecorderState {
     requests: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<Option<StatusCode>>>,
+    /// Answers played in order, one per request, before falling back to `status`.
+    script: Arc<Mutex<std::collections::VecDeque<Reply>>>,
     notify: Arc<Notify>,
 }
 
-/// A stand-in for the Azure SignalR REST API that records every request.
+/// A stand-in for the Azure SignalR REST API that records every request and answers 202, the
+/// status of `respond_with`, or the next of its scripted replies (`script`).
 pub struct Recorder {
     pub addr: SocketAddr,
     state: RecorderState,
@@ -232,6 +270,11 @@ impl Recorder {
     /// Answer every request with `status` from now on (default 202).
     pub fn respond_with(&self, status: StatusCode) {
         *self.state.status.lock().unwrap() = Some(status);
+    }
+
+    /// Answer the next requests with `replies`, one each, in order; then as before.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
     }
 
     /// `Endpoint=http://127.0.0.1;Port=PORT;AccessKey=...;Version=1.0;`
@@ -276,7 +319,7 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
     state.requests.lock().unwrap().push(Recorded {
         method,
         path: uri.path().to_string(),
@@ -285,7 +328,19 @@ async fn record(
         body,
     });
     state.notify.notify_waiters();
-    state.status.lock().unwrap().unwrap_or(StatusCode::ACCEPTED)
+    let scripted = state.script.lock().unwrap().pop_front();
+    let reply = scripted.unwrap_or_else(|| Reply {
+        status: state.status.lock().unwrap().unwrap_or(StatusCode::ACCEPTED),
+        ..reply(202)
+    });
+    tokio::time::sleep(reply.delay).await;
+    let mut response = axum::response::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(*name, value);
+    }
+    response
+        .body(axum::body::Body::from(reply.body))
+        .expect("scripted response")
 }
 
 /// Decode a JWT's claims without checking anything (for inspection after verification).

@@ -3,6 +3,12 @@
 //! the daemon runs: `status::render_route` for routes, `schedule::render_schedule` for timers,
 //! the hub's user-id rule for negotiate. `GET /` answers the host's readiness probe.
 //!
+//! The envelope is decoded into serde types (`Invocation`, `HttpRequest`...) named as the host
+//! names them (PascalCase, with aliases for the camelCase and lowercase spellings hosts send);
+//! a field of an unexpected shape counts as absent, since the shapes vary by host version
+//! (facts §6.2). How messages leave (the `signalR` output binding, or herald's own REST
+//! client with `delivery: direct`) is fixed once, in [`HandlerState::new`].
+//!
 //! Wire rules (facts §6): the http output always carries `statusCode`, `status`, `body` and
 //! `headers`; binding outputs are objects, never strings (a string that happens to be base64
 //! would reach the binding as bytes).
@@ -17,16 +23,19 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
 use super::{FunctionKind, FunctionsError, binding, function_table};
 use crate::config::{Config, FunctionsDelivery, Hub, SignalrConfig, UserIdSource};
-use crate::daemon::delivery::deliver;
+use crate::daemon::delivery::{DeliveryError, deliver};
 use crate::daemon::http::error::ApiError;
 use crate::daemon::http::negotiate::{self, user_id};
-use crate::daemon::http::status::{RouteRequest, render_route, send_route};
+use crate::daemon::http::status::{RouteRequest, render_route};
 use crate::daemon::schedule::render_schedule;
 use crate::message::{Message, Recipient};
+use crate::signalr::ServiceEndpoint;
 use crate::signalr::rest::RestClient;
 
 /// Everything an invocation needs; cloned per request (one `Arc` inside).
@@ -35,14 +44,63 @@ pub struct HandlerState {
     inner: Arc<Inner>,
 }
 
+/// Fixed for the handler's life (function.json files are fixed at deploy), so no lock.
 struct Inner {
-    /// The config, fixed for the handler's life (function.json files are fixed at deploy).
     cfg: Config,
     /// Function name, lowercased (the host matches names case-insensitively) → what it does.
     functions: HashMap<String, FunctionKind>,
-    /// The REST client for `delivery: direct`, and the endpoint whose key signs tokens for
-    /// bearer-verified negotiate; `None` without a connection string.
-    rest: Option<RestClient>,
+    /// How rendered messages leave; chosen once from `functions.delivery`.
+    delivery: Delivery,
+    /// The endpoint whose key signs tokens for bearer-verified negotiate; `None` without a
+    /// connection string.
+    endpoint: Option<ServiceEndpoint>,
+}
+
+/// How a rendered message leaves the handler.
+enum Delivery {
+    /// As an item of the `signalR` output binding; the host sends it.
+    Binding,
+    /// Sent by herald through the REST client before the invocation answers.
+    Direct(RestClient),
+}
+
+/// What [`Delivery::hand_on`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandedOn {
+    /// Put in `Outputs.signalRMessages` for the host.
+    ToBinding,
+    /// Accepted by the service.
+    Sent,
+}
+
+impl Delivery {
+    fn name(&self) -> &'static str {
+        match self {
+            Delivery::Binding => "binding",
+            Delivery::Direct(_) => "direct",
+        }
+    }
+
+    /// Hand `message` on: into `outputs` as the binding item, or sent now. `source` and
+    /// `name` label the delivery's logs and metrics.
+    async fn hand_on(
+        &self,
+        message: &Message,
+        source: &'static str,
+        name: &str,
+        outputs: &mut Map<String, Value>,
+    ) -> Result<HandedOn, DeliveryError> {
+        match self {
+            Delivery::Binding => {
+                outputs.insert(binding::SIGNALR_MESSAGES.into(), binding_message(message));
+                Ok(HandedOn::ToBinding)
+            }
+            Delivery::Direct(rest) => {
+                deliver(rest, message, source, name).await?;
+                Ok(HandedOn::Sent)
+            }
+        }
+    }
 }
 
 impl HandlerState {
@@ -52,21 +110,26 @@ impl HandlerState {
             .into_iter()
             .map(|d| (d.name.to_ascii_lowercase(), d.kind))
             .collect();
-        let rest = match &cfg.signalr {
-            SignalrConfig::Azure(endpoint) => Some(RestClient::new(
-                (**endpoint).clone(),
-                crate::daemon::rest_options(&cfg),
-            )?),
+        let endpoint = match &cfg.signalr {
+            SignalrConfig::Azure(endpoint) => Some((**endpoint).clone()),
             SignalrConfig::Embedded { .. } => None,
         };
-        if cfg.functions.delivery == FunctionsDelivery::Direct && rest.is_none() {
-            return Err(FunctionsError::DirectNeedsConnectionString);
-        }
+        let delivery = match (cfg.functions.delivery, &endpoint) {
+            (FunctionsDelivery::Binding, _) => Delivery::Binding,
+            (FunctionsDelivery::Direct, Some(endpoint)) => Delivery::Direct(RestClient::new(
+                endpoint.clone(),
+                crate::daemon::rest_options(&cfg),
+            )?),
+            (FunctionsDelivery::Direct, None) => {
+                return Err(FunctionsError::DirectNeedsConnectionString);
+            }
+        };
         Ok(HandlerState {
             inner: Arc::new(Inner {
                 cfg,
                 functions,
-                rest,
+                delivery,
+                endpoint,
             }),
         })
     }
@@ -80,10 +143,128 @@ impl HandlerState {
 
     /// `binding` or `direct`.
     pub fn delivery_name(&self) -> &'static str {
-        match self.inner.cfg.functions.delivery {
-            FunctionsDelivery::Binding => "binding",
-            FunctionsDelivery::Direct => "direct",
-        }
+        self.inner.delivery.name()
+    }
+}
+
+/// Deserialize `T`, or `None` when the value has another shape: one odd field of the host's
+/// envelope must not fail the whole invocation.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// One invocation: `{Data, Metadata}` (facts §6.2). Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Invocation {
+    #[serde(default, alias = "data", deserialize_with = "lenient")]
+    data: Option<InvocationData>,
+    #[serde(default, alias = "metadata", deserialize_with = "lenient")]
+    metadata: Option<Metadata>,
+}
+
+/// `Data`: one entry per trigger or input binding, by the binding names of `binding::*`.
+#[derive(Debug, Default, Deserialize)]
+struct InvocationData {
+    /// [`binding::REQ`]: the HTTP trigger's request.
+    #[serde(default, alias = "Req", alias = "REQ", deserialize_with = "lenient")]
+    req: Option<HttpRequest>,
+    /// [`binding::CONNECTION_INFO`]: the `signalRConnectionInfo` input (an object, or the
+    /// same as a JSON string).
+    #[serde(
+        default,
+        rename = "connectionInfo",
+        alias = "ConnectionInfo",
+        alias = "connectioninfo"
+    )]
+    connection_info: Option<Value>,
+    /// [`binding::TIMER`]: the timer trigger's status.
+    #[serde(default, alias = "Timer", deserialize_with = "lenient")]
+    timer: Option<TimerInfo>,
+}
+
+/// The HTTP trigger's request object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HttpRequest {
+    #[serde(default, alias = "url", deserialize_with = "lenient")]
+    url: Option<String>,
+    /// Header name → array of strings (or one value).
+    #[serde(default, alias = "headers", deserialize_with = "lenient")]
+    headers: Option<BTreeMap<String, OneOrMany>>,
+    /// An object in newer hosts, the same as a JSON string in older ones.
+    #[serde(default, alias = "query", deserialize_with = "lenient")]
+    query: Option<QueryField>,
+    #[serde(default, alias = "params", deserialize_with = "lenient")]
+    params: Option<Map<String, Value>>,
+    /// Text; a JSON value from a host that parsed it.
+    #[serde(default, alias = "body")]
+    body: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<Value>),
+    One(Value),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum QueryField {
+    Object(Map<String, Value>),
+    Text(String),
+}
+
+/// The timer trigger's `Data.timer` (only `IsPastDue` is read).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TimerInfo {
+    #[serde(
+        default,
+        alias = "isPastDue",
+        alias = "ispastdue",
+        deserialize_with = "lenient"
+    )]
+    is_past_due: Option<bool>,
+}
+
+/// `Metadata` (only `sys.UtcNow` is read).
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    #[serde(default, alias = "Sys", deserialize_with = "lenient")]
+    sys: Option<SysMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SysMetadata {
+    #[serde(
+        default,
+        alias = "utcNow",
+        alias = "utcnow",
+        deserialize_with = "lenient"
+    )]
+    utc_now: Option<String>,
+}
+
+impl Invocation {
+    /// Decode an invocation body.
+    pub fn from_slice(body: &[u8]) -> Result<Invocation, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    fn data(&self) -> Option<&InvocationData> {
+        self.data.as_ref()
+    }
+
+    fn req(&self) -> Option<&HttpRequest> {
+        self.data()?.req.as_ref()
     }
 }
 
@@ -114,16 +295,16 @@ async fn invoke_route(
     Path(function): Path<String>,
     body: Bytes,
 ) -> Response {
-    let envelope: Value = match serde_json::from_slice(&body) {
+    let invocation = match Invocation::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             return failure(
                 StatusCode::BAD_REQUEST,
-                vec![format!("invocation body is not JSON: {e}")],
+                vec![format!("invocation body is not a JSON envelope: {e}")],
             );
         }
     };
-    let (status, answer) = invoke(&state, &function, &envelope).await;
+    let (status, answer) = invoke(&state, &function, &invocation).await;
     (status, axum::Json(answer)).into_response()
 }
 
@@ -140,22 +321,24 @@ fn failure(status: StatusCode, logs: Vec<String>) -> Response {
     (status, axum::Json(answer(Map::new(), logs))).into_response()
 }
 
-/// Handle one invocation of `function` with `envelope`; the status for the host and the body.
-pub async fn invoke(state: &HandlerState, function: &str, envelope: &Value) -> (StatusCode, Value) {
+/// Handle one invocation of `function`; the status for the host and the body.
+pub async fn invoke(
+    state: &HandlerState,
+    function: &str,
+    invocation: &Invocation,
+) -> (StatusCode, Value) {
     let Some(kind) = state.inner.functions.get(&function.to_ascii_lowercase()) else {
         let logs = vec![format!("herald has no function `{function}`")];
         tracing::warn!(function, "invocation of an unknown function");
         return (StatusCode::NOT_FOUND, answer(Map::new(), logs));
     };
     let cfg = &state.inner.cfg;
-    let data = field(envelope, "Data").unwrap_or(&Value::Null);
-    let metadata = field(envelope, "Metadata").unwrap_or(&Value::Null);
     let mut logs = Vec::new();
     let mut outputs = Map::new();
     match kind {
         FunctionKind::Negotiate { hub } => {
             let res = match cfg.hubs.get(hub) {
-                Some(hub) => negotiate(state, hub, data, &mut logs),
+                Some(hub) => negotiate(state, hub, invocation, &mut logs),
                 None => Err(ApiError::not_found("hub not found")),
             };
             outputs.insert(binding::RES.into(), http_result(res, &mut logs));
@@ -164,7 +347,7 @@ pub async fn invoke(state: &HandlerState, function: &str, envelope: &Value) -> (
             let Some(route) = cfg.routes.get(*index) else {
                 return (StatusCode::NOT_FOUND, answer(outputs, logs));
             };
-            let res = match field(data, binding::REQ) {
+            let res = match invocation.req() {
                 Some(req) => {
                     let (request_parts, body) = request(req);
                     let request = RouteRequest {
@@ -190,15 +373,16 @@ pub async fn invoke(state: &HandlerState, function: &str, envelope: &Value) -> (
             outputs.insert(binding::RES.into(), http_result(res, &mut logs));
         }
         FunctionKind::Schedule { name } => {
+            let now = fire_instant(invocation);
             let at = match cfg.schedules.get(name) {
-                Some(s) => scheduled_instant(&s.cron, fire_instant(metadata)),
-                None => fire_instant(metadata),
+                Some(s) => scheduled_instant(&s.cron, now),
+                None => now,
             };
-            if field(data, binding::TIMER)
-                .and_then(|t| field(t, "IsPastDue"))
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
+            let past_due = invocation
+                .data()
+                .and_then(|d| d.timer.as_ref())
+                .and_then(|t| t.is_past_due);
+            if past_due == Some(true) {
                 logs.push(format!("schedule {name}: the timer is past due"));
             }
             let message = match render_schedule(cfg, name, at) {
@@ -216,17 +400,17 @@ pub async fn invoke(state: &HandlerState, function: &str, envelope: &Value) -> (
                 recipient_text(&message.to),
                 message.hub
             );
-            match &state.inner.rest {
-                Some(rest) if cfg.functions.delivery == FunctionsDelivery::Direct => {
-                    if let Err(e) = deliver(rest, &message, "schedule", name).await {
-                        logs.push(format!("{line}: not delivered: {e}"));
-                        return (StatusCode::INTERNAL_SERVER_ERROR, answer(outputs, logs));
-                    }
-                    logs.push(format!("{line}, sent"));
-                }
-                _ => {
-                    outputs.insert(binding::SIGNALR_MESSAGES.into(), binding_message(&message));
-                    logs.push(line);
+            match state
+                .inner
+                .delivery
+                .hand_on(&message, "schedule", name, &mut outputs)
+                .await
+            {
+                Ok(HandedOn::Sent) => logs.push(format!("{line}, sent")),
+                Ok(HandedOn::ToBinding) => logs.push(line),
+                Err(e) => {
+                    logs.push(format!("{line}: not delivered: {e}"));
+                    return (StatusCode::INTERNAL_SERVER_ERROR, answer(outputs, logs));
                 }
             }
             tracing::info!(schedule = %name, at = %at.to_rfc3339(), "schedule fired");
@@ -235,8 +419,8 @@ pub async fn invoke(state: &HandlerState, function: &str, envelope: &Value) -> (
     (StatusCode::OK, answer(outputs, logs))
 }
 
-/// Render a route's message and hand it to the binding (or send it, with `direct`); the
-/// route's `202 {"id"}` answer.
+/// Render a route's message and hand it on (binding, or sent with `direct`); the route's
+/// `202 {"id"}` answer.
 async fn route_invocation(
     state: &HandlerState,
     route: &crate::config::Route,
@@ -253,21 +437,18 @@ async fn route_invocation(
         recipient_text(&message.to),
         message.hub
     );
-    let id = match &state.inner.rest {
-        Some(rest) if state.inner.cfg.functions.delivery == FunctionsDelivery::Direct => {
-            let id = send_route(rest, route, &message).await?;
-            logs.push(format!("{line}, sent (id {id})"));
-            id
-        }
-        _ => {
-            let id = uuid::Uuid::now_v7().to_string();
-            outputs.insert(binding::SIGNALR_MESSAGES.into(), binding_message(&message));
-            logs.push(format!("{line} (id {id})"));
-            tracing::info!(route = %route.name, hub = %message.hub, target = %message.target,
-                to = message.to.kind(), id = %id, "message accepted");
-            id
-        }
-    };
+    let handed = state
+        .inner
+        .delivery
+        .hand_on(&message, "route", &route.name, outputs)
+        .await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    match handed {
+        HandedOn::Sent => logs.push(format!("{line}, sent (id {id})")),
+        HandedOn::ToBinding => logs.push(format!("{line} (id {id})")),
+    }
+    tracing::info!(route = %route.name, hub = %message.hub, target = %message.target,
+        to = message.to.kind(), id = %id, "message accepted");
     Ok((StatusCode::ACCEPTED, json!({ "id": id })))
 }
 
@@ -279,10 +460,11 @@ async fn route_invocation(
 fn negotiate(
     state: &HandlerState,
     hub: &Hub,
-    data: &Value,
+    invocation: &Invocation,
     logs: &mut Vec<String>,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let headers = field(data, binding::REQ)
+    let headers = invocation
+        .req()
         .map(|req| request(req).0.headers)
         .unwrap_or_default();
     let user = user_id(hub, &headers)?;
@@ -295,15 +477,16 @@ fn negotiate(
         Some(UserIdSource::Bearer(_))
     ) && user.is_some();
     let info = if bearer_user {
-        let Some(rest) = &state.inner.rest else {
+        let Some(endpoint) = &state.inner.endpoint else {
             return Err(ApiError::unavailable(format!(
                 "bearer user ids need the {} app setting in the handler's environment",
                 super::CONNECTION_STRING_SETTING
             )));
         };
-        negotiate::connection_info(rest.endpoint(), hub, user.as_deref())?
+        negotiate::connection_info(endpoint, hub, user.as_deref())?
     } else {
-        match field(data, binding::CONNECTION_INFO) {
+        let given = invocation.data().and_then(|d| d.connection_info.as_ref());
+        match given {
             Some(Value::Object(o)) => Value::Object(o.clone()),
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(v @ Value::Object(_)) => v,
@@ -325,10 +508,18 @@ fn negotiate(
     Ok((StatusCode::OK, info))
 }
 
-/// An http output from a result: the answer, or the `ApiError` as `{"error", "detail"}`.
+/// An http output from a result: the answer as JSON, or the `ApiError` as its
+/// (status, headers, body) parts, the same the daemon's listener answers.
 fn http_result(result: Result<(StatusCode, Value), ApiError>, logs: &mut Vec<String>) -> Value {
     match result {
-        Ok((status, body)) => http_output(status, &body, &[]),
+        Ok((status, body)) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            http_output(status, &headers, body.to_string().as_bytes())
+        }
         Err(e) => {
             logs.push(format!(
                 "answered {} {}: {}",
@@ -336,36 +527,42 @@ fn http_result(result: Result<(StatusCode, Value), ApiError>, logs: &mut Vec<Str
                 e.error,
                 e.detail
             ));
-            let mut extra = Vec::new();
-            if !e.allow.is_empty() {
-                let names: Vec<&str> = e.allow.iter().map(|m| m.as_str()).collect();
-                extra.push((header::ALLOW.as_str(), names.join(", ")));
-            }
-            if let Some(secs) = e.retry_after {
-                extra.push(("Retry-After", secs.to_string()));
-            }
-            http_output(
-                e.status,
-                &json!({"error": e.error, "detail": e.detail}),
-                &extra,
-            )
+            let (status, headers, body) = e.into_parts();
+            http_output(status, &headers, &body)
         }
     }
 }
 
-/// The http output object: all four fields, the body as JSON text.
-fn http_output(status: StatusCode, body: &Value, extra_headers: &[(&str, String)]) -> Value {
-    let mut headers = Map::new();
-    headers.insert("Content-Type".into(), json!("application/json"));
-    for (k, v) in extra_headers {
-        headers.insert((*k).to_string(), json!(v));
+/// The http output object: all four fields, the body as text, header names in the
+/// `Content-Type` spelling the host and its docs use.
+fn http_output(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Value {
+    let mut out = Map::new();
+    for (name, value) in headers {
+        out.insert(
+            title_case(name.as_str()),
+            json!(String::from_utf8_lossy(value.as_bytes())),
+        );
     }
     json!({
         "statusCode": status.as_u16(),
         "status": status.as_u16(),
-        "body": body.to_string(),
-        "headers": headers,
+        "body": String::from_utf8_lossy(body),
+        "headers": out,
     })
+}
+
+/// `retry-after` → `Retry-After`.
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A message as a `signalR` output binding item (facts §4.4): `target`, `arguments` and the
@@ -390,18 +587,6 @@ fn recipient_text(to: &Recipient) -> String {
     }
 }
 
-/// A field of a JSON object, by exact name first, then ignoring ASCII case (the host's
-/// property names are case-insensitive).
-fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
-    let object = value.as_object()?;
-    object.get(name).or_else(|| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
-}
-
 /// The parts of `Data.req` a route reads.
 struct RequestParts {
     params: BTreeMap<String, String>,
@@ -416,50 +601,51 @@ fn text_of(value: &Value) -> String {
     }
 }
 
-/// Read the host's http request object: `Headers` (name → array of strings, or a string),
-/// `Query` (an object, or the same as a JSON string; absent → the `Url`'s query), `Params`,
-/// and `Body` (text; a JSON value from a host that parsed it is written back as JSON).
-fn request(req: &Value) -> (RequestParts, Bytes) {
+/// The host's http request as a route reads it: headers (each value appended), the query
+/// (the object or JSON-string form; absent → the `Url`'s query), params, and the body (text;
+/// a JSON value from a host that parsed it is written back as JSON).
+fn request(req: &HttpRequest) -> (RequestParts, Bytes) {
     let mut headers = HeaderMap::new();
-    if let Some(Value::Object(h)) = field(req, "Headers") {
-        for (name, values) in h {
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            let values: Vec<String> = match values {
-                Value::Array(items) => items.iter().map(text_of).collect(),
-                Value::Null => Vec::new(),
-                other => vec![text_of(other)],
-            };
-            for v in values {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    headers.append(name.clone(), v);
-                }
+    for (name, values) in req.headers.iter().flatten() {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values: Vec<String> = match values {
+            OneOrMany::Many(items) => items.iter().map(text_of).collect(),
+            OneOrMany::One(Value::Null) => Vec::new(),
+            OneOrMany::One(other) => vec![text_of(other)],
+        };
+        for v in values {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.append(name.clone(), v);
             }
         }
     }
-    let query_object = match field(req, "Query") {
-        Some(Value::Object(q)) => Some(q.clone()),
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+    let query_object = match &req.query {
+        Some(QueryField::Object(q)) => Some(q.clone()),
+        Some(QueryField::Text(s)) => match serde_json::from_str::<Value>(s) {
             Ok(Value::Object(q)) => Some(q),
             _ => None,
         },
-        _ => None,
+        None => None,
     };
     let query: HashMap<String, String> = match query_object {
         Some(q) => q.iter().map(|(k, v)| (k.clone(), text_of(v))).collect(),
-        None => field(req, "Url")
-            .and_then(Value::as_str)
+        None => req
+            .url
+            .as_deref()
             .and_then(|u| u.parse::<axum::http::Uri>().ok())
             .and_then(|uri| axum::extract::Query::try_from_uri(&uri).ok())
             .map(|q| q.0)
             .unwrap_or_default(),
     };
-    let params = match field(req, "Params") {
-        Some(Value::Object(p)) => p.iter().map(|(k, v)| (k.clone(), text_of(v))).collect(),
-        _ => BTreeMap::new(),
-    };
-    let body = match field(req, "Body") {
+    let params = req
+        .params
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), text_of(v)))
+        .collect();
+    let body = match &req.body {
         None | Some(Value::Null) => Bytes::new(),
         Some(Value::String(s)) => Bytes::from(s.clone()),
         Some(other) => Bytes::from(other.to_string()),
@@ -475,10 +661,12 @@ fn request(req: &Value) -> (RequestParts, Bytes) {
 }
 
 /// The instant a timer invocation renders for: the host's `Metadata.sys.UtcNow`, else now.
-fn fire_instant(metadata: &Value) -> DateTime<Utc> {
-    field(metadata, "sys")
-        .and_then(|s| field(s, "UtcNow"))
-        .and_then(Value::as_str)
+fn fire_instant(invocation: &Invocation) -> DateTime<Utc> {
+    invocation
+        .metadata
+        .as_ref()
+        .and_then(|m| m.sys.as_ref())
+        .and_then(|s| s.utc_now.as_deref())
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(Utc::now)
@@ -517,24 +705,35 @@ mod tests {
         HandlerState::new(cfg).unwrap()
     }
 
+    /// An envelope as the host would post it.
+    fn inv(v: Value) -> Invocation {
+        Invocation::from_slice(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn req(v: Value) -> HttpRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
     const CS: &str = "Endpoint=https://x.service.signalr.net;AccessKey=ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789;Version=1.0;";
 
     #[test]
     fn request_reads_both_query_forms_and_header_arrays() {
-        let (parts, body) = request(&json!({
+        let (parts, body) = request(&req(json!({
             "Url": "https://a/api/x?ignored=1",
             "Query": "{\"a\":\"1\"}",
             "Headers": {"X-Api-Key": ["k"], "Accept": ["a", "b"]},
             "Params": {"id": "7"},
             "Body": "{\"s\":1}"
-        }));
+        })));
         assert_eq!(parts.query["a"], "1");
         assert!(!parts.query.contains_key("ignored"));
         assert_eq!(parts.headers["x-api-key"], "k");
         assert_eq!(parts.headers.get_all("accept").iter().count(), 2);
         assert_eq!(parts.params["id"], "7");
         assert_eq!(&body[..], b"{\"s\":1}");
-        let (parts, body) = request(&json!({"Url": "https://a/api/x?b=2", "Body": {"s": 1}}));
+        let (parts, body) = request(&req(
+            json!({"Url": "https://a/api/x?b=2", "Body": {"s": 1}}),
+        ));
         assert_eq!(parts.query["b"], "2");
         assert_eq!(&body[..], b"{\"s\":1}");
     }
@@ -581,7 +780,7 @@ mod tests {
             &[("AzureSignalRConnectionString", CS)],
         );
         let missing = json!({"Data": {"req": {"Headers": {}}, "connectionInfo": {"url": "u", "accessToken": "t"}}});
-        let (status, body) = invoke(&s, "negotiate", &missing).await;
+        let (status, body) = invoke(&s, "negotiate", &inv(missing)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["Outputs"]["res"]["statusCode"], 401);
 
@@ -594,7 +793,7 @@ mod tests {
         .unwrap();
         let ok = json!({"Data": {"req": {"Headers": {"Authorization": [format!("Bearer {jwt}")]}},
             "connectionInfo": {"url": "u", "accessToken": "t"}}});
-        let (_, body) = invoke(&s, "negotiate", &ok).await;
+        let (_, body) = invoke(&s, "negotiate", &inv(ok)).await;
         let res = &body["Outputs"]["res"];
         assert_eq!(res["statusCode"], 200);
         let info: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
@@ -614,9 +813,9 @@ mod tests {
     #[tokio::test]
     async fn unknown_function_and_missing_connection_info() {
         let s = state("hubs: {chat: {}}\n", &[]);
-        let (status, _) = invoke(&s, "nope", &json!({})).await;
+        let (status, _) = invoke(&s, "nope", &inv(json!({}))).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (_, body) = invoke(&s, "NEGOTIATE", &json!({"Data": {"req": {}}})).await;
+        let (_, body) = invoke(&s, "NEGOTIATE", &inv(json!({"Data": {"req": {}}}))).await;
         assert_eq!(body["Outputs"]["res"]["statusCode"], 503);
     }
 
@@ -632,5 +831,71 @@ mod tests {
             HandlerState::new(cfg),
             Err(FunctionsError::DirectNeedsConnectionString)
         ));
+    }
+
+    #[test]
+    fn envelopes_decode_in_every_spelling_the_hosts_use() {
+        let pascal = inv(json!({
+            "Data": {binding::REQ: {"Url": "https://a/x?q=1", "Headers": {"A": ["1"]}},
+                     binding::CONNECTION_INFO: {"url": "u"}, binding::TIMER: {"IsPastDue": true}},
+            "Metadata": {"sys": {"UtcNow": "2026-01-01T10:00:00Z"}}
+        }));
+        let lower = inv(json!({
+            "data": {"Req": {"url": "https://a/x?q=1", "headers": {"A": "1"}},
+                     "ConnectionInfo": "{\"url\":\"u\"}", "Timer": {"isPastDue": true}},
+            "metadata": {"Sys": {"utcNow": "2026-01-01T10:00:00Z"}}
+        }));
+        for e in [&pascal, &lower] {
+            let (parts, _) = request(e.req().unwrap());
+            assert_eq!(parts.query["q"], "1");
+            assert_eq!(parts.headers["a"], "1");
+            assert!(e.data().unwrap().connection_info.is_some());
+            assert_eq!(
+                e.data().unwrap().timer.as_ref().unwrap().is_past_due,
+                Some(true)
+            );
+            assert_eq!(fire_instant(e).to_rfc3339(), "2026-01-01T10:00:00+00:00");
+        }
+        // A field of an unexpected shape counts as absent; the rest still decodes.
+        let odd = inv(
+            json!({"Data": {"req": {"Headers": "nope", "Params": [1], "Url": "https://a/?z=2"},
+            "timer": "x"}, "Metadata": 7}),
+        );
+        let (parts, _) = request(odd.req().unwrap());
+        assert!(parts.headers.is_empty() && parts.params.is_empty());
+        assert_eq!(parts.query["z"], "2");
+        assert!(odd.data().unwrap().timer.is_none());
+        assert!(Invocation::from_slice(b"not json").is_err());
+        assert!(Invocation::from_slice(b"\"text\"").is_err());
+    }
+
+    #[test]
+    fn api_errors_become_the_same_http_output_as_on_the_listener() {
+        let mut logs = Vec::new();
+        let e = ApiError::method_not_allowed(vec![axum::http::Method::POST]);
+        let out = http_result(Err(e), &mut logs);
+        assert_eq!(
+            out,
+            json!({"statusCode": 405, "status": 405,
+                   "body": json!({"error": "method_not_allowed", "detail": "this path answers POST"}).to_string(),
+                   "headers": {"Content-Type": "application/json", "Allow": "POST"}})
+        );
+        let out = http_result(Err(ApiError::unavailable("x")), &mut logs);
+        assert_eq!(out["headers"]["Retry-After"], "5");
+        assert_eq!(logs.len(), 2);
+    }
+
+    #[test]
+    fn delivery_mode_is_fixed_at_start() {
+        let s = state(
+            "hubs: {chat: {}}\n",
+            &[("AzureSignalRConnectionString", CS)],
+        );
+        assert_eq!(s.delivery_name(), "binding");
+        let s = state(
+            "hubs: {chat: {}}\nfunctions: {delivery: direct}\n",
+            &[("AzureSignalRConnectionString", CS)],
+        );
+        assert_eq!(s.delivery_name(), "direct");
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn user_id(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, 
             .filter(|v| !v.is_empty())
             .map(str::to_string),
         UserIdSource::Bearer(jwt) => match auth::bearer(headers) {
-            Some(t) => auth::verify_jwt(t, jwt).map_err(ApiError::unauthorized)?,
+            Some(t) => auth::verify_jwt(t, jwt).map_err(ApiError::from)?,
             None => None,
         },
     };

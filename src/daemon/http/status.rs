@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::{Config, Route, RouteAuth, render_message};
 use crate::daemon::auth;
-use crate::daemon::delivery::{DeliveryError, deliver};
+use crate::daemon::delivery::deliver;
 use crate::message::Message;
 use crate::signalr::rest::RestClient;
 
@@ -99,7 +99,8 @@ pub async fn render_route(
 }
 
 /// Send a route's rendered `message` through the REST client; its id on success, else the
-/// answer for the caller (413 over the service's size limit, 503 when nothing was queued).
+/// answer for the caller (413 over the service's size limit, 400 when the rendered message
+/// cannot be sent, 503 when nothing was queued: see `ApiError`'s `From<DeliveryError>`).
 pub async fn send_route(
     rest: &RestClient,
     route: &Route,
@@ -112,14 +113,7 @@ pub async fn send_route(
                 to = message.to.kind(), id = %id, "message accepted");
             Ok(id)
         }
-        Err(DeliveryError::TooLarge(detail)) => Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            error: "payload_too_large",
-            detail,
-            allow: Vec::new(),
-            retry_after: None,
-        }),
-        Err(DeliveryError::Unavailable(detail)) => Err(ApiError::unavailable(detail)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -144,7 +138,7 @@ fn check_auth(route: &Route, headers: &HeaderMap) -> Result<(), ApiError> {
             })?;
             auth::verify_jwt(token, rule)
                 .map(|_| ())
-                .map_err(ApiError::unauthorized)
+                .map_err(ApiError::from)
         }
     }
 }
