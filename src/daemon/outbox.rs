@@ -161,7 +161,7 @@ async fn send(
     policy: Option<HistoryPolicy>,
 ) -> Sent {
     let started = std::time::Instant::now();
-    let result = rest.send(&p.message).await;
+    let result = rest.send_with_id(&p.message, Some(&p.id)).await;
     metrics::histogram!("herald_rest_request_seconds", "operation" => "send")
         .record(started.elapsed().as_secs_f64());
     let source_kind = p.source.split(':').next().unwrap_or("route").to_string();

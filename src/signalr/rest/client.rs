@@ -62,6 +62,8 @@ struct Call {
     extra_query: Vec<(&'static str, String)>,
     /// JSON body. `Bytes` so that a retry re-sends it without copying.
     body: Option<Bytes>,
+    /// Sent as [`super::MESSAGE_ID_HEADER`] so a service can drop a repeat.
+    message_id: Option<String>,
 }
 
 impl Call {
@@ -72,6 +74,7 @@ impl Call {
             path,
             extra_query: Vec::new(),
             body: None,
+            message_id: None,
         }
     }
 }
@@ -119,6 +122,13 @@ impl RestClient {
     /// 1 MB, checked before sending). `excluded` is passed for hub and group sends, the only
     /// ones that accept it, and ignored for user and connection sends.
     pub async fn send(&self, message: &Message) -> Result<(), RestError> {
+        self.send_with_id(message, None).await
+    }
+
+    /// [`send`](Self::send), carrying `id` in the [`super::MESSAGE_ID_HEADER`] header. The
+    /// embedded service delivers a message id once and drops repeats (exactly once across
+    /// retries and restarts); Azure ignores the header (at least once).
+    pub async fn send_with_id(&self, message: &Message, id: Option<&str>) -> Result<(), RestError> {
         if message.target.is_empty() {
             return Err(RestError::InvalidArgument(
                 "message target (client method name) is empty".into(),
@@ -148,6 +158,7 @@ impl RestClient {
             );
         }
         call.body = Some(Bytes::from(body));
+        call.message_id = id.map(str::to_string);
         self.execute(&call).await?.success(&call)
     }
 
@@ -336,6 +347,9 @@ impl RestClient {
                 request = request
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.clone());
+            }
+            if let Some(id) = &call.message_id {
+                request = request.header(super::MESSAGE_ID_HEADER, id);
             }
             let (delay, reason) = match request.send().await {
                 Ok(response) => {

@@ -15,6 +15,10 @@ mod retry;
 
 use std::time::Duration;
 
+/// The request header that carries a message's id on a send. herald's embedded service drops a
+/// send whose id it saw recently; Azure SignalR Service ignores unknown headers.
+pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
+
 pub use client::RestClient;
 pub use error::RestError;
 pub use paths::{API_VERSION_2022_06_01, ApiVersion};
