@@ -74,6 +74,7 @@ pub fn compile(
     let signalr = compile_signalr(&mut cx, raw, lookup);
     let http = compile_http(&mut cx, raw);
     let logging = compile_logging(&mut cx, raw);
+    let state = compile_state(&mut cx, raw);
 
     // Hubs.
     let mut hubs = BTreeMap::new();
@@ -136,6 +137,7 @@ pub fn compile(
                 required: u.required,
             })
         });
+        let (history, history_path) = compile_history(&mut cx, name, &section.history);
         hubs.insert(
             name.clone(),
             Hub {
@@ -143,6 +145,8 @@ pub fn compile(
                 negotiate_path: path,
                 token_ttl,
                 user_id,
+                history,
+                history_path,
             },
         );
     }
@@ -214,6 +218,7 @@ pub fn compile(
                     template,
                     to: to.flatten(),
                     run_on_startup: s.run_on_startup,
+                    retain: s.retain,
                 },
             );
         }
@@ -234,6 +239,14 @@ pub fn compile(
         }
         if let Err(e) = endpoints.add_negotiate(&hub.negotiate_path, &hub.name) {
             cx.err(&["hubs", &hub.name, "negotiate", "path"], e);
+        }
+        if let Some(path) = &hub.history_path {
+            let at = ["hubs", hub.name.as_str(), "history", "path"];
+            if RESERVED_PATHS.contains(&path.as_str()) {
+                cx.err(&at, format!("path `{path}` is reserved for herald itself"));
+            } else if let Err(e) = endpoints.add_history(path, &hub.name) {
+                cx.err(&at, e);
+            }
         }
     }
     let mut routes = Vec::new();
@@ -325,7 +338,7 @@ pub fn compile(
             (method, template, to, rate_limit)
         {
             let index = routes.len();
-            if let Err(e) = endpoints.add_route(&r.path, method.clone(), index) {
+            if let Err(e) = endpoints.add_route(&r.path, method.clone(), index, r.retain) {
                 cx.err(&[&at[..], &["path"]].concat(), e);
                 continue;
             }
@@ -338,6 +351,7 @@ pub fn compile(
                 to,
                 auth,
                 rate_limit,
+                retain: r.retain,
             });
         }
     }
@@ -359,6 +373,11 @@ pub fn compile(
         schedules,
         routes,
         endpoints,
+        state: state.unwrap_or(super::StateConfig {
+            dir: None,
+            synchronous: crate::store::Synchronous::Full,
+            idempotency_window: Duration::from_secs(86_400),
+        }),
         functions: FunctionsConfig {
             delivery: raw.functions.delivery,
         },
@@ -614,6 +633,52 @@ fn compile_http(cx: &mut Ctx<'_>, raw: &RawConfig) -> Option<HttpConfig> {
         body_limit: body_limit?,
         request_timeout: request_timeout?,
     })
+}
+
+/// `state:` the state database's directory, commit level and idempotency window.
+fn compile_state(cx: &mut Ctx<'_>, raw: &RawConfig) -> Option<super::StateConfig> {
+    let st = &raw.state;
+    let dir = match st.dir.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => Some(std::path::PathBuf::from(d)),
+    };
+    let idempotency_window =
+        positive_duration(cx, &["state", "idempotency_window"], &st.idempotency_window)?;
+    Some(super::StateConfig {
+        dir,
+        synchronous: match st.synchronous {
+            super::model::SynchronousSetting::Full => crate::store::Synchronous::Full,
+            super::model::SynchronousSetting::Normal => crate::store::Synchronous::Normal,
+        },
+        idempotency_window,
+    })
+}
+
+/// `hubs.<name>.history:` the policy (None when `keep` is 0) and the endpoint's path.
+fn compile_history(
+    cx: &mut Ctx<'_>,
+    hub: &str,
+    h: &super::model::HistorySection,
+) -> (Option<crate::store::HistoryPolicy>, Option<String>) {
+    let max_age = positive_duration(cx, &["hubs", hub, "history", "max_age"], &h.max_age);
+    if h.keep == 0 {
+        return (None, None);
+    }
+    let path = h
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("/api/{hub}/history"));
+    if !path.starts_with('/') {
+        cx.err(
+            &["hubs", hub, "history", "path"],
+            format!("history path `{path}` must start with `/`"),
+        );
+    }
+    let policy = max_age.map(|max_age| crate::store::HistoryPolicy {
+        keep: h.keep,
+        max_age,
+    });
+    (policy, Some(path))
 }
 
 /// A duration above zero at `path`, or an error there.

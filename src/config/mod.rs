@@ -84,6 +84,8 @@ pub struct Config {
     pub endpoints: EndpointTable,
     /// Azure Functions custom-handler settings.
     pub functions: FunctionsConfig,
+    /// The state database.
+    pub state: StateConfig,
     /// The data-plane REST API version the REST client calls.
     pub api_version: crate::signalr::rest::ApiVersion,
     /// Problems that do not stop herald (short API keys, CORS `*`).
@@ -124,6 +126,15 @@ pub struct HttpConfig {
     pub timeouts: ListenerTimeouts,
 }
 
+/// `state:` compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The configured directory; None: `crate::state::state_dir()`.
+    pub dir: Option<PathBuf>,
+    pub synchronous: crate::store::Synchronous,
+    pub idempotency_window: Duration,
+}
+
 /// How long a listener waits on a connection that is not doing anything: a request head
 /// that never completes (slowloris), or a keep-alive connection with no request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +166,10 @@ pub struct Hub {
     pub negotiate_path: String,
     pub token_ttl: Duration,
     pub user_id: Option<UserIdRule>,
+    /// What is kept of delivered messages; None keeps nothing.
+    pub history: Option<crate::store::HistoryPolicy>,
+    /// The history endpoint's path (also in `endpoints`), when history is kept.
+    pub history_path: Option<String>,
 }
 
 /// How negotiate finds the connecting user.
@@ -273,6 +288,8 @@ pub struct Schedule {
     pub template: Arc<MessageTemplate>,
     pub to: Option<ToTemplate>,
     pub run_on_startup: bool,
+    /// Keep the latest message as the current status.
+    pub retain: bool,
 }
 
 impl Schedule {
@@ -296,6 +313,8 @@ pub struct Route {
     pub to: Option<ToTemplate>,
     pub auth: Option<RouteAuth>,
     pub rate_limit: Option<RateLimit>,
+    /// Keep the latest message as the current status; `GET` on `path` returns it.
+    pub retain: bool,
 }
 
 /// A route's request budget: `requests` per `per`, with bursts of up to `burst`.
@@ -320,14 +339,26 @@ pub enum RouteAuth {
 pub enum Endpoint {
     /// The negotiate endpoint of a hub (GET and POST).
     Negotiate(String),
-    /// Status routes at this path, by method, as indexes into `Config::routes`.
-    Routes(Vec<(Method, usize)>),
+    /// The history endpoint of a hub (GET).
+    History(String),
+    /// Status routes at this path, by method, as indexes into `Config::routes`; `retained`:
+    /// the route whose retained status a `GET` answers (when no route takes GET itself).
+    Routes {
+        methods: Vec<(Method, usize)>,
+        retained: Option<usize>,
+    },
 }
 
 /// The outcome of matching a request against the table.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EndpointMatch<'a> {
     Negotiate(&'a str),
+    History(&'a str),
+    /// `GET` on a retaining route's path: its retained status.
+    Retained {
+        index: usize,
+        params: BTreeMap<String, String>,
+    },
     Route {
         index: usize,
         params: BTreeMap<String, String>,
@@ -364,14 +395,30 @@ impl EndpointTable {
 
     pub(crate) fn add_negotiate(&mut self, path: &str, hub: &str) -> Result<(), String> {
         if let Some(&i) = self.by_path.get(path) {
-            return Err(match &self.entries[i] {
-                Endpoint::Negotiate(other) => {
-                    format!("path `{path}` is already the negotiate path of hub `{other}`")
-                }
-                Endpoint::Routes(_) => format!("path `{path}` is already used by a status route"),
-            });
+            return Err(self.taken(i, path));
         }
         self.insert_path(path, Endpoint::Negotiate(hub.to_string()))
+            .map(|_| ())
+    }
+
+    /// Why `path` (entry `i`) cannot take another hub endpoint.
+    fn taken(&self, i: usize, path: &str) -> String {
+        match &self.entries[i] {
+            Endpoint::Negotiate(other) => {
+                format!("path `{path}` is already the negotiate path of hub `{other}`")
+            }
+            Endpoint::History(other) => {
+                format!("path `{path}` is already the history path of hub `{other}`")
+            }
+            Endpoint::Routes { .. } => format!("path `{path}` is already used by a status route"),
+        }
+    }
+
+    pub(crate) fn add_history(&mut self, path: &str, hub: &str) -> Result<(), String> {
+        if let Some(&i) = self.by_path.get(path) {
+            return Err(self.taken(i, path));
+        }
+        self.insert_path(path, Endpoint::History(hub.to_string()))
             .map(|_| ())
     }
 
@@ -380,23 +427,40 @@ impl EndpointTable {
         path: &str,
         method: Method,
         route: usize,
+        retain: bool,
     ) -> Result<(), String> {
         match self.by_path.get(path).copied() {
             Some(i) => match &mut self.entries[i] {
                 Endpoint::Negotiate(hub) => Err(format!(
                     "path `{path}` clashes with the negotiate endpoint of hub `{hub}`"
                 )),
-                Endpoint::Routes(methods) => {
+                Endpoint::History(hub) => Err(format!(
+                    "path `{path}` clashes with the history endpoint of hub `{hub}`"
+                )),
+                Endpoint::Routes { methods, retained } => {
                     if methods.iter().any(|(m, _)| *m == method) {
                         Err(format!("another route already answers {method} {path}"))
+                    } else if retain && retained.is_some() {
+                        Err(format!(
+                            "another route at {path} already retains its status; `GET {path}` can answer only one"
+                        ))
                     } else {
                         methods.push((method, route));
+                        if retain {
+                            *retained = Some(route);
+                        }
                         Ok(())
                     }
                 }
             },
             None => self
-                .insert_path(path, Endpoint::Routes(vec![(method, route)]))
+                .insert_path(
+                    path,
+                    Endpoint::Routes {
+                        methods: vec![(method, route)],
+                        retained: retain.then_some(route),
+                    },
+                )
                 .map(|_| ()),
         }
     }
@@ -414,10 +478,16 @@ impl EndpointTable {
                     EndpointMatch::MethodNotAllowed(vec![Method::GET, Method::POST])
                 }
             }
-            Endpoint::Routes(methods) => match methods.iter().find(|(m, _)| m == method) {
-                Some((_, index)) => EndpointMatch::Route {
-                    index: *index,
-                    params: found
+            Endpoint::History(hub) => {
+                if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+                    EndpointMatch::History(hub)
+                } else {
+                    EndpointMatch::MethodNotAllowed(vec![Method::GET])
+                }
+            }
+            Endpoint::Routes { methods, retained } => {
+                let params = || {
+                    found
                         .params
                         .iter()
                         .map(|(k, v)| {
@@ -425,12 +495,31 @@ impl EndpointTable {
                                 percent_encoding::percent_decode_str(v).decode_utf8_lossy();
                             (k.to_string(), decoded.into_owned())
                         })
-                        .collect(),
-                },
-                None => EndpointMatch::MethodNotAllowed(
-                    methods.iter().map(|(m, _)| m.clone()).collect(),
-                ),
-            },
+                        .collect()
+                };
+                match methods.iter().find(|(m, _)| m == method) {
+                    Some((_, index)) => EndpointMatch::Route {
+                        index: *index,
+                        params: params(),
+                    },
+                    None => match retained {
+                        Some(index) if method == Method::GET || method == Method::HEAD => {
+                            EndpointMatch::Retained {
+                                index: *index,
+                                params: params(),
+                            }
+                        }
+                        _ => {
+                            let mut allow: Vec<Method> =
+                                methods.iter().map(|(m, _)| m.clone()).collect();
+                            if retained.is_some() {
+                                allow.push(Method::GET);
+                            }
+                            EndpointMatch::MethodNotAllowed(allow)
+                        }
+                    },
+                }
+            }
         }
     }
 }

@@ -38,6 +38,89 @@ pub struct RawConfig {
     /// --custom-handler`): how the generated functions deliver messages.
     #[serde(default)]
     pub functions: FunctionsSection,
+    /// Where herald keeps its durable state (outbox, idempotency keys, history, retained
+    /// statuses) and how it writes it.
+    #[serde(default)]
+    pub state: StateSection,
+}
+
+/// `state:` the state database, one SQLite file (`herald.db`) in `dir`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// Directory of the state database. Default: `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`), else `$XDG_STATE_HOME/herald`, else `~/.local/state/herald`.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// How commits reach the disk: `full` (default; an accepted message survives a power
+    /// cut) or `normal` (survives a crash of herald; a power cut may lose the last commits).
+    #[serde(default)]
+    pub synchronous: SynchronousSetting,
+    /// How long an `Idempotency-Key` is remembered: a repeat within it gets the first answer
+    /// and sends nothing. Default `24h`.
+    #[serde(
+        default = "default_idempotency_window",
+        deserialize_with = "scalar_text"
+    )]
+    pub idempotency_window: String,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            dir: None,
+            synchronous: SynchronousSetting::Full,
+            idempotency_window: default_idempotency_window(),
+        }
+    }
+}
+
+fn default_idempotency_window() -> String {
+    "24h".to_string()
+}
+
+/// `state.synchronous:` SQLite's `synchronous` level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SynchronousSetting {
+    /// fsync at every commit.
+    #[default]
+    Full,
+    /// fsync at checkpoints.
+    Normal,
+}
+
+/// `hubs.<name>.history:` what herald keeps of the hub's delivered broadcasts and user
+/// messages, for clients that reconnect (`GET /api/{hub}/history`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// Most messages kept; `0` keeps none (and turns the history endpoint off). Default 1000.
+    #[serde(default = "default_history_keep")]
+    pub keep: u32,
+    /// Older messages are dropped, e.g. `7d` (default), `12h`.
+    #[serde(default = "default_history_max_age", deserialize_with = "scalar_text")]
+    pub max_age: String,
+    /// Path of the history endpoint. Default: `/api/{hub}/history`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection {
+            keep: default_history_keep(),
+            max_age: default_history_max_age(),
+            path: None,
+        }
+    }
+}
+
+fn default_history_keep() -> u32 {
+    1000
+}
+fn default_history_max_age() -> String {
+    "7d".to_string()
 }
 
 /// `signalr:` which service delivers messages.
@@ -230,6 +313,9 @@ pub struct HubSection {
     /// The hub's negotiate endpoint.
     #[serde(default)]
     pub negotiate: NegotiateSection,
+    /// What is kept of the hub's messages for clients that reconnect.
+    #[serde(default)]
+    pub history: HistorySection,
 }
 
 /// `hubs.<name>.negotiate:` how clients obtain connection info for the hub.
@@ -336,6 +422,10 @@ pub struct ScheduleSection {
     /// Also fire once when herald starts (and when the schedule is added by a reload).
     #[serde(default)]
     pub run_on_startup: bool,
+    /// Keep the latest message as the schedule's current status (sent to new connections by
+    /// `events.<hub>.connected.send_retained`).
+    #[serde(default)]
+    pub retain: bool,
 }
 
 fn default_time_zone() -> String {
@@ -365,6 +455,10 @@ pub struct RouteSection {
     /// answered 429 with `Retry-After`. Absent: no limit (routes are key-protected).
     #[serde(default)]
     pub rate_limit: Option<RateLimitSection>,
+    /// Keep the latest message as the current status: `GET` on the route's path answers it
+    /// as JSON (404 before the first), also after a restart.
+    #[serde(default)]
+    pub retain: bool,
 }
 
 /// `routes.<name>.rate_limit:` a token bucket (GCRA) shared by all callers of the route.

@@ -31,7 +31,8 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    fn from_rest(e: RestError) -> DeliveryError {
+    /// What a caller is told about `e`.
+    pub fn from_rest(e: RestError) -> DeliveryError {
         match e {
             RestError::TooLarge { size, limit } => DeliveryError::TooLarge { size, limit },
             RestError::InvalidArgument(reason) => DeliveryError::Invalid { reason },

@@ -54,6 +54,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
@@ -142,6 +144,14 @@ pub async fn run_with_control(
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let state_dir = cfg
+        .state
+        .dir
+        .clone()
+        .unwrap_or_else(crate::state::state_dir);
+    let store = crate::store::Store::open(&state_dir, cfg.state.synchronous)?;
+    tracing::info!(path = %store.path().display(), "state database open");
+    let outbox = outbox::Outbox::new(store);
     let (rest, service_kind, service) = connect(&cfg, &shutdown).await?;
     let listen = cfg.http.listen;
     let request_timeout = cfg.http.request_timeout;
@@ -168,6 +178,7 @@ pub async fn run_with_control(
         metrics,
         reloads: reloads.clone(),
         limiters: Arc::default(),
+        outbox: outbox.clone(),
     };
     let app = http::router(state, request_timeout);
     let server_stop = shutdown.clone();
@@ -185,9 +196,22 @@ pub async fn run_with_control(
     let heartbeat = crate::systemd::Heartbeat::default();
     heartbeat.beat();
     let sends = tokio_util::task::TaskTracker::new();
+    let history_live = live.clone();
+    let deliveries = tokio::spawn(outbox::run(
+        outbox.clone(),
+        rest.clone(),
+        Arc::new(move |hub: &str| {
+            let cfg = history_live.current();
+            cfg.hubs
+                .values()
+                .find(|h| h.name.eq_ignore_ascii_case(hub))
+                .and_then(|h| h.history)
+        }),
+        shutdown.clone(),
+    ));
     let scheduler = tokio::spawn(schedule::run(
         live.clone(),
-        rest.clone(),
+        outbox.clone(),
         shutdown.clone(),
         heartbeat.clone(),
         sends.clone(),
@@ -259,6 +283,7 @@ pub async fn run_with_control(
     crate::systemd::stopping();
     shutdown.cancel();
     let _ = scheduler.await;
+    let _ = deliveries.await;
     sends.close();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, sends.wait())
         .await

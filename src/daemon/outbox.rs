@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::signalr::rest::{RestClient, RestError};
-use crate::store::{HistoryPolicy, Pending, Store};
+use crate::store::{Accept, Accepted, HistoryPolicy, Pending, Store, StoreError};
 
 /// Messages read from the store per round.
 const ROUND: u32 = 512;
@@ -37,6 +37,44 @@ impl OutboxSignal {
     }
 }
 
+/// Where routes and schedules hand messages over: the store, and the signal that wakes the
+/// worker. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    store: Store,
+    signal: OutboxSignal,
+}
+
+impl std::fmt::Debug for OutboxSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxSignal")
+    }
+}
+
+impl Outbox {
+    pub fn new(store: Store) -> Outbox {
+        Outbox {
+            store,
+            signal: OutboxSignal::default(),
+        }
+    }
+
+    /// The state database (history and retained reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Store `accept` durably and wake the worker. Once this returns `Stored`, the messages
+    /// are delivered even if herald dies next.
+    pub async fn accept(&self, accept: Accept) -> Result<Accepted, StoreError> {
+        let accepted = self.store.accept(accept).await?;
+        if matches!(accepted, Accepted::Stored(_)) {
+            self.signal.notify();
+        }
+        Ok(accepted)
+    }
+}
+
 /// What the worker reads from the live config: each hub's history policy.
 pub type HistoryPolicies = Arc<dyn Fn(&str) -> Option<HistoryPolicy> + Send + Sync>;
 
@@ -51,12 +89,12 @@ struct Round {
 /// Deliver until `shutdown`. Returns when shutdown is requested; an undelivered message stays
 /// in the store for the next start.
 pub async fn run(
-    store: Store,
+    outbox: Outbox,
     rest: RestClient,
     history: HistoryPolicies,
-    signal: OutboxSignal,
     shutdown: CancellationToken,
 ) {
+    let Outbox { store, signal } = outbox;
     let mut backoff = BACKOFF_MIN;
     loop {
         if shutdown.is_cancelled() {
@@ -294,10 +332,9 @@ mod tests {
             max_age: Duration::from_secs(60),
         };
         let worker = tokio::spawn(run(
-            store.clone(),
+            Outbox::new(store.clone()),
             client(addr),
             Arc::new(move |_| Some(policy)),
-            OutboxSignal::default(),
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -13,15 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, live::LiveConfig, render_message};
-use crate::daemon::delivery::deliver;
+use crate::daemon::outbox::Outbox;
 use crate::message::Message;
-use crate::signalr::rest::RestClient;
+use crate::store::{Accept, Accepted, Fire, NewMessage, RetainKey};
 use crate::systemd::{HEARTBEAT_EVERY, Heartbeat};
 use crate::telemetry::metrics as m;
 use crate::template::TemplateError;
-
-/// Longest a scheduled send may take before it is abandoned (logged and counted).
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One schedule's timing state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +82,7 @@ fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>)
 /// `heartbeat` beats on every turn of the loop (at least every second) for the watchdog.
 pub async fn run(
     live: LiveConfig,
-    rest: RestClient,
+    outbox: Outbox,
     shutdown: CancellationToken,
     heartbeat: Heartbeat,
     sends: TaskTracker,
@@ -94,7 +91,7 @@ pub async fn run(
     let mut cfg = live.current();
     let mut jobs = BTreeMap::new();
     for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-        fire(&cfg, &rest, &sends, &name, Utc::now());
+        fire(&cfg, &outbox, &sends, &name, Utc::now(), None);
     }
     loop {
         heartbeat.beat();
@@ -112,7 +109,7 @@ pub async fn run(
                 }
                 cfg = live.current();
                 for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-                    fire(&cfg, &rest, &sends, &name, Utc::now());
+                    fire(&cfg, &outbox, &sends, &name, Utc::now(), None);
                 }
             }
             _ = tokio::time::sleep(wait) => {
@@ -121,7 +118,7 @@ pub async fn run(
                     let Some(s) = cfg.schedules.get(name) else { continue };
                     let due = due_instants(job, &s.cron, now, name);
                     for &instant in &due {
-                        fire(&cfg, &rest, &sends, name, instant);
+                        fire(&cfg, &outbox, &sends, name, instant, Some(instant));
                         tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %job.next.to_rfc3339(), "schedule fired");
                     }
                     if !due.is_empty() {
@@ -185,8 +182,17 @@ fn unix_seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// Render and send one fire of `name` (due at `at`) in the background (tracked by `sends`).
-fn fire(cfg: &Arc<Config>, rest: &RestClient, sends: &TaskTracker, name: &str, at: DateTime<Utc>) {
+/// Render one fire of `name` and store it in the outbox, in the background (tracked by
+/// `sends`). A cron instant is stored at most once, also across restarts (`instant`); a fire
+/// on startup or on being added has no instant and always fires.
+fn fire(
+    cfg: &Arc<Config>,
+    outbox: &Outbox,
+    sends: &TaskTracker,
+    name: &str,
+    at: DateTime<Utc>,
+    instant: Option<DateTime<Utc>>,
+) {
     let lag = (Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
     metrics::counter!(m::SCHEDULE_FIRES, "schedule" => name.to_string()).increment(1);
     metrics::gauge!(m::SCHEDULE_LAST_FIRE, "schedule" => name.to_string()).set(unix_seconds(at));
@@ -201,13 +207,37 @@ fn fire(cfg: &Arc<Config>, rest: &RestClient, sends: &TaskTracker, name: &str, a
         }
         None => return,
     };
-    let rest = rest.clone();
+    if let Err(e) = crate::signalr::rest::check_sendable(&message) {
+        tracing::error!(schedule = %name, error = %e, "scheduled message cannot be sent");
+        return;
+    }
+    let retain = cfg.schedules.get(name).is_some_and(|s| s.retain);
+    let source = format!("schedule:{name}");
+    let accept = Accept {
+        messages: vec![NewMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            retain: retain.then(|| RetainKey {
+                source: source.clone(),
+                key: String::new(),
+            }),
+            source,
+            message,
+        }],
+        idempotency: None,
+        fire: instant.map(|i| Fire {
+            schedule: name.to_string(),
+            instant_ms: i.timestamp_millis(),
+        }),
+    };
+    let outbox = outbox.clone();
     let name = name.to_string();
     sends.spawn(async move {
-        match tokio::time::timeout(SEND_TIMEOUT, deliver(&rest, &message, "schedule", &name)).await
-        {
+        match outbox.accept(accept).await {
+            Ok(Accepted::FireSeen) => {
+                tracing::info!(schedule = %name, "this fire was stored by an earlier run; not again");
+            }
             Ok(_) => {}
-            Err(_) => tracing::warn!(schedule = %name, "scheduled send timed out"),
+            Err(e) => tracing::error!(schedule = %name, error = %e, "scheduled message could not be stored"),
         }
     });
 }

@@ -31,6 +31,11 @@ pub fn route_label(live: &LiveConfig, req: &Request) -> Cow<'static, str> {
     let cfg = live.current();
     match cfg.endpoints.lookup(req.method(), req.uri().path()) {
         EndpointMatch::Negotiate(_) => Cow::Borrowed("negotiate"),
+        EndpointMatch::History(_) => Cow::Borrowed("history"),
+        EndpointMatch::Retained { index, .. } => match cfg.routes.get(index) {
+            Some(r) => Cow::Owned(format!("{}:retained", r.name)),
+            None => Cow::Borrowed("unmatched"),
+        },
         EndpointMatch::Route { index, .. } => match cfg.routes.get(index) {
             Some(r) => Cow::Owned(r.name.clone()),
             None => Cow::Borrowed("unmatched"),

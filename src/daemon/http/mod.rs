@@ -6,6 +6,7 @@
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod negotiate;
 pub mod rate_limit;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub reloads: Arc<ReloadLog>,
     pub limiters: Arc<rate_limit::RateLimiters>,
+    /// Where accepted messages go: the state database, then the outbox worker.
+    pub outbox: crate::daemon::outbox::Outbox,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -114,6 +117,14 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 )
                 .await
             }
+        },
+        EndpointMatch::History(hub) => match cfg.hubs.get(hub) {
+            Some(hub) => history::history(&state, hub, &parts.uri, &parts.headers).await,
+            None => Err(ApiError::not_found("hub not found")),
+        },
+        EndpointMatch::Retained { index, .. } => match cfg.routes.get(index) {
+            Some(route) => history::retained(&state, route, parts.uri.path()).await,
+            None => Err(ApiError::not_found("route not found")),
         },
         EndpointMatch::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
         EndpointMatch::NotFound => Err(ApiError::not_found(format!(

@@ -15,9 +15,8 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::{Config, Route, RouteAuth, render_message};
 use crate::daemon::auth;
-use crate::daemon::delivery::deliver;
 use crate::message::Message;
-use crate::signalr::rest::RestClient;
+use crate::store::{Accept, Accepted, Idempotency, NewMessage, RetainKey};
 
 /// Headers never exposed to templates: they carry credentials.
 const HIDDEN_HEADERS: &[&str] = &[
@@ -65,8 +64,83 @@ pub async fn handle(
             .map_err(|_| ApiError::payload_too_large(limit))
     };
     let message = render_route(route, &request, body).await?;
-    let id = send_route(&state.rest, route, &message).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response())
+    let idempotency_key = idempotency_key(headers)?;
+    accept_route(state, cfg, route, message, uri.path(), idempotency_key).await
+}
+
+/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// Store a route's rendered `message` durably and answer `202 {"id"}`: from here on it is
+/// delivered even if herald dies (the outbox worker sends it). A repeated `Idempotency-Key`
+/// within the window gets the first answer and stores nothing.
+async fn accept_route(
+    state: &AppState,
+    cfg: &Config,
+    route: &Route,
+    message: Message,
+    path: &str,
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
+    crate::signalr::rest::check_sendable(&message)
+        .map_err(|e| ApiError::from(crate::daemon::delivery::DeliveryError::from_rest(e)))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let source = format!("route:{}", route.name);
+    let answer = json!({ "id": id });
+    let accept = Accept {
+        idempotency: idempotency_key.map(|key| Idempotency {
+            scope: source.clone(),
+            key,
+            answer: answer.to_string(),
+            window: cfg.state.idempotency_window,
+        }),
+        messages: vec![NewMessage {
+            id: id.clone(),
+            retain: route.retain.then(|| RetainKey {
+                source: source.clone(),
+                key: path.to_string(),
+            }),
+            source,
+            message,
+        }],
+        fire: None,
+    };
+    let hub = accept.messages[0].message.hub.clone();
+    match state.outbox.accept(accept).await {
+        Ok(Accepted::Stored(_)) => {
+            tracing::info!(route = %route.name, hub = %hub, id = %id, "message accepted");
+            Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+        }
+        Ok(Accepted::Repeat(first)) => {
+            tracing::info!(route = %route.name, hub = %hub, "repeated Idempotency-Key: answered as the first time, nothing stored");
+            let body: Value = serde_json::from_str(&first).unwrap_or(Value::Null);
+            let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Ok(response)
+        }
+        Ok(Accepted::FireSeen) => Err(ApiError::unavailable("unexpected store answer")),
+        Err(e) => {
+            tracing::error!(route = %route.name, error = %e, "message could not be stored");
+            Err(ApiError::unavailable(
+                "herald could not store the message; nothing was accepted, retry later",
+            ))
+        }
+    }
 }
 
 /// The one flow from a request to a route's `Message`: check the caller (401), then read the
@@ -96,25 +170,6 @@ pub async fn render_route(
             None => ApiError::bad_request(format!("template `{}`{at}: {e}", route.template.name)),
         }
     })
-}
-
-/// Send a route's rendered `message` through the REST client; its id on success, else the
-/// answer for the caller (413 over the service's size limit, 400 when the rendered message
-/// cannot be sent, 503 when nothing was queued: see `ApiError`'s `From<DeliveryError>`).
-pub async fn send_route(
-    rest: &RestClient,
-    route: &Route,
-    message: &Message,
-) -> Result<String, ApiError> {
-    let id = uuid::Uuid::now_v7().to_string();
-    match deliver(rest, message, "route", &route.name).await {
-        Ok(()) => {
-            tracing::info!(route = %route.name, hub = %message.hub, target = %message.target,
-                to = message.to.kind(), id = %id, "message accepted");
-            Ok(id)
-        }
-        Err(e) => Err(ApiError::from(e)),
-    }
 }
 
 fn check_auth(route: &Route, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -15,8 +15,9 @@ use reqwest::{Method, StatusCode, Url};
 use super::error::{excerpt, transport_kind};
 use super::paths::encode_segment;
 use super::{MAX_BODY_BYTES, RestError, RestOptions, retry};
-use crate::message::Message;
+use crate::message::{Message, Recipient};
 use crate::signalr::ServiceEndpoint;
+use crate::signalr::names;
 use crate::signalr::token;
 
 /// Lifetime of each REST token. A token is minted per call, so this only has to outlive the
@@ -48,6 +49,39 @@ impl fmt::Debug for RestClient {
             .field("options", &self.inner.options)
             .finish()
     }
+}
+
+/// Whether `message` can be sent at all (a target, names the REST API accepts, at most 1 MB
+/// of JSON), checked before it is accepted for later delivery.
+pub fn check_sendable(message: &Message) -> Result<(), RestError> {
+    sendable_body(message)?;
+    names::hub(&message.hub).map_err(|e| RestError::InvalidArgument(e.to_string()))?;
+    let checked = match &message.to {
+        Recipient::All => Ok(()),
+        Recipient::User(u) => names::user(u),
+        Recipient::Group(g) => names::group(g),
+        Recipient::Connection(c) => names::connection(c),
+    };
+    checked.map_err(|e| RestError::InvalidArgument(e.to_string()))
+}
+
+/// The JSON body of a send, or why it cannot be sent.
+fn sendable_body(message: &Message) -> Result<Vec<u8>, RestError> {
+    if message.target.is_empty() {
+        return Err(RestError::InvalidArgument(
+            "message target (client method name) is empty".into(),
+        ));
+    }
+    let body = serde_json::to_vec(&message.payload()).map_err(|e| {
+        RestError::InvalidArgument(format!("message arguments cannot be serialised: {e}"))
+    })?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(RestError::TooLarge {
+            size: body.len(),
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(body)
 }
 
 /// One REST operation, ready to send.
@@ -129,20 +163,7 @@ impl RestClient {
     /// embedded service delivers a message id once and drops repeats (exactly once across
     /// retries and restarts); Azure ignores the header (at least once).
     pub async fn send_with_id(&self, message: &Message, id: Option<&str>) -> Result<(), RestError> {
-        if message.target.is_empty() {
-            return Err(RestError::InvalidArgument(
-                "message target (client method name) is empty".into(),
-            ));
-        }
-        let body = serde_json::to_vec(&message.payload()).map_err(|e| {
-            RestError::InvalidArgument(format!("message arguments cannot be serialised: {e}"))
-        })?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(RestError::TooLarge {
-                size: body.len(),
-                limit: MAX_BODY_BYTES,
-            });
-        }
+        let body = sendable_body(message)?;
         let send = self.api().send(&message.hub, &message.to)?;
         let mut call = Call::new(send.operation, Method::POST, send.path);
         if send.takes_excluded {
