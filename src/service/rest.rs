@@ -87,16 +87,24 @@ pub(crate) async fn api(
     }
 }
 
-/// The path below `/api`, split into percent-decoded segments. Empty segments are kept
-/// (`users//:send` has an empty user id); one trailing slash is ignored.
+/// The path below `/api`, split into percent-decoded segments. Empty segments are kept:
+/// `users//:send` has an empty user id, and `groups/g/users/` an empty user id too (a
+/// trailing slash is only dropped where the path means nothing with it, see [`handle`]).
 fn segments(path: &str) -> Vec<String> {
     let path = path.strip_prefix("/api").unwrap_or(path);
     let path = path.strip_prefix('/').unwrap_or(path);
-    let path = path.strip_suffix('/').unwrap_or(path);
     if path.is_empty() {
         return Vec::new();
     }
     path.split('/').map(auth::percent_decode).collect()
+}
+
+/// `segments` without one trailing empty segment (a trailing slash).
+fn without_trailing_slash<'a, 'b>(segments: &'a [&'b str]) -> &'a [&'b str] {
+    match segments.split_last() {
+        Some((&"", rest)) => rest,
+        _ => segments,
+    }
 }
 
 /// Who an operation addresses (hub-wide, or one user, group or connection).
@@ -244,7 +252,7 @@ fn handle(
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
 
-    if read_method(method) && segments == ["health"] {
+    if read_method(method) && without_trailing_slash(&segments) == ["health"] {
         return Ok(StatusCode::OK);
     }
     if let Err(error) = auth::rest(shared, headers, uri) {
@@ -257,7 +265,11 @@ fn handle(
     let Some((&"hubs", [hub, rest @ ..])) = segments.split_first() else {
         return Err(no_route());
     };
-    let operation = operation(method, rest).ok_or_else(no_route)?;
+    // A trailing slash is an empty name where the shape has a name there
+    // (`groups/g/users/`), and is ignored where it has none (`hubs/chat/`).
+    let operation = operation(method, rest)
+        .or_else(|| operation(method, without_trailing_slash(rest)))
+        .ok_or_else(no_route)?;
     let query = auth::Query::of(uri);
     let param = |name: &str| query.get(name);
     let hub = hub_name(hub, param("application"))?;
@@ -521,7 +533,7 @@ mod tests {
     fn empty_segments_are_kept() {
         assert_eq!(segments("/api"), Vec::<String>::new());
         assert_eq!(segments("/api/"), Vec::<String>::new());
-        assert_eq!(segments("/api/v1/hubs/chat/"), ["v1", "hubs", "chat"]);
+        assert_eq!(segments("/api/v1/hubs/chat/"), ["v1", "hubs", "chat", ""]);
         assert_eq!(
             segments("/api/hubs/chat/users//:send"),
             ["hubs", "chat", "users", "", ":send"]
