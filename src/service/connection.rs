@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::metrics as service_metrics;
 use crate::signalr::protocol::{
     self, HubMessage, MAX_PROTOCOL_VERSION, Protocol, encode_handshake_response,
     parse_handshake_request,
@@ -349,7 +350,7 @@ impl Connection {
                     hub = %self.hub,
                     "closing slow consumer: its outbound queue is full"
                 );
-                metrics::counter!("herald_service_slow_consumers_total").increment(1);
+                metrics::counter!(service_metrics::SLOW_CONSUMERS).increment(1);
                 self.close(Some(HubMessage::Close {
                     error: Some("Connection closed: the client is not reading fast enough.".into()),
                     allow_reconnect: true,

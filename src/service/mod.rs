@@ -17,11 +17,13 @@
 //! registry.rs       ids/users/groups, two-way maps; std RwLock, never across .await
 //! fanout.rs         recipient → connections → encode once per protocol → try_send
 //! rest.rs           the data-plane REST API
+//! metrics.rs        metric names, HELP text, zero values before traffic
 //! ```
 
 mod auth;
 mod connection;
 mod fanout;
+pub mod metrics;
 mod negotiate;
 mod registry;
 mod rest;
@@ -123,6 +125,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<ServiceHandle, ServiceError> {
         validate(&options)?;
+        self::metrics::describe();
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| ServiceError::Bind {
