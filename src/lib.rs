@@ -13,11 +13,13 @@
 //! systemd.rs      sd_notify READY / RELOADING / STOPPING / WATCHDOG; no-op elsewhere
 //! control.rs      Control {Reload, Shutdown}; OS signals → the daemon's control channel
 //! message.rs      Message {hub, to: Recipient, target, arguments}
+//! server.rs       serve a Router until shutdown: header-read and idle timeouts, one deadline
 //! template.rs     minijinja templates; a lone "{{ expr }}" keeps its JSON type
 //! cron.rs         NCRONTAB (6 fields, 5 accepted) in an IANA zone → next fires
 //! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
 //!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
 //! signalr/        ServiceEndpoint (connection strings), token, rest (RestClient), protocol
+//! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
 //! daemon/         `herald run`: http (negotiate, status routes, health), schedule, reload,
@@ -31,8 +33,10 @@ pub mod control;
 pub mod cron;
 pub mod daemon;
 pub mod message;
+pub mod server;
 pub mod service;
 pub mod signalr;
+pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod template;

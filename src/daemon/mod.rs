@@ -7,6 +7,7 @@ pub mod auth;
 pub mod delivery;
 pub mod functions;
 pub mod http;
+pub mod outbox;
 pub mod reload;
 pub mod schedule;
 
@@ -24,7 +25,7 @@ use crate::signalr::ServiceEndpoint;
 use crate::signalr::rest::{RestClient, RestOptions};
 
 /// How long in-flight requests and sends get after a shutdown request.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+const SHUTDOWN_GRACE: Duration = crate::server::SHUTDOWN_DEADLINE;
 
 /// `now` as templates see it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn now_rfc3339() -> String {
@@ -242,11 +243,17 @@ pub async fn run_with_control(
     };
     let app = http::router(state, request_timeout);
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-    });
+    let serve_options = crate::server::ServeOptions {
+        header_read_timeout: live.current().http.timeouts.header_read,
+        idle_timeout: live.current().http.timeouts.idle,
+        shutdown_deadline: SHUTDOWN_GRACE,
+    };
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        app,
+        serve_options,
+        server_stop,
+    ));
     let heartbeat = crate::systemd::Heartbeat::default();
     heartbeat.beat();
     let sends = tokio_util::task::TaskTracker::new();
@@ -319,7 +326,7 @@ pub async fn run_with_control(
     {
         tracing::warn!("scheduled sends still running at shutdown were abandoned");
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    match tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(DaemonError::Serve(e)),
         Ok(Err(_)) | Err(_) => tracing::warn!("HTTP server did not stop in time"),

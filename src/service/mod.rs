@@ -192,19 +192,13 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
 
 /// Run the server until shutdown, then wait (with a ceiling) for the tracked tasks.
 async fn serve(listener: tokio::net::TcpListener, app: Router, shared: Arc<Shared>) {
-    let token = shared.shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
-    let ceiling = async {
-        token.cancelled().await;
-        tokio::time::sleep(shared.options.shutdown_timeout).await;
+    let options = crate::server::ServeOptions {
+        shutdown_deadline: shared.options.shutdown_timeout,
+        ..crate::server::ServeOptions::default()
     };
-    tokio::select! {
-        result = server => {
-            if let Err(error) = result {
-                tracing::error!(%error, "embedded SignalR service stopped with an error");
-            }
-        }
-        () = ceiling => tracing::warn!("embedded SignalR service: open requests outlived the shutdown timeout"),
+    if let Err(error) = crate::server::serve(listener, app, options, shared.shutdown.clone()).await
+    {
+        tracing::error!(%error, "embedded SignalR service stopped with an error");
     }
     shared.tracker.close();
     if tokio::time::timeout(shared.options.shutdown_timeout, shared.tracker.wait())

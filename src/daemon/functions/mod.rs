@@ -218,6 +218,7 @@ pub async fn run(cfg: Config, port: u16) -> Result<(), FunctionsError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let timeouts = cfg.http.timeouts;
     let state = handler::HandlerState::new(cfg)?;
     let (tx, mut rx) = control::channel();
     control::spawn_signal_forwarder(tx).map_err(FunctionsError::Signals)?;
@@ -233,11 +234,12 @@ pub async fn run(cfg: Config, port: u16) -> Result<(), FunctionsError> {
     let app = handler::router(state);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
+    let options = crate::server::ServeOptions {
+        header_read_timeout: timeouts.header_read,
+        idle_timeout: timeouts.idle,
+        shutdown_deadline: crate::server::SHUTDOWN_DEADLINE,
+    };
+    let server = tokio::spawn(crate::server::serve(listener, app, options, stop));
     tracing::info!(listen = %local, mode = "custom-handler", delivery, functions = %functions.join(","),
         "herald is running");
     while let Some(msg) = rx.recv().await {
@@ -250,7 +252,9 @@ pub async fn run(cfg: Config, port: u16) -> Result<(), FunctionsError> {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-    match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
+    // `serve` returns within its shutdown deadline; the margin covers the task's own exit.
+    let margin = crate::server::SHUTDOWN_DEADLINE + std::time::Duration::from_secs(1);
+    match tokio::time::timeout(margin, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(FunctionsError::Serve(e)),
         Ok(Err(_)) | Err(_) => tracing::warn!("HTTP server did not stop in time"),

@@ -1,0 +1,323 @@
+//! The outbox worker: delivers the messages the store holds (accepted by routes and
+//! schedules, `store::Store::accept`) through the REST client, in order per hub, and removes
+//! each one (keeping it in its hub's history) only once the service took it. A service that is
+//! unreachable, frozen or throttling is retried with backoff for as long as it takes,
+//! including across restarts of herald: what is in the store is delivered when it is back.
+//!
+//! Toward the embedded service delivery is exactly once: each send carries the message id,
+//! and the service drops an id it has seen. Toward Azure it is at least once: a crash between
+//! Azure's answer and the removal from the outbox sends that message again on restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::signalr::rest::{RestClient, RestError};
+use crate::store::{HistoryPolicy, Pending, Store};
+
+/// Messages read from the store per round.
+const ROUND: u32 = 512;
+/// The first and the longest pause after a failed round.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How often the worker looks at the store without being woken (a safety net).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Wakes the worker when something was stored. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// Something new is in the store.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// What the worker reads from the live config: each hub's history policy.
+pub type HistoryPolicies = Arc<dyn Fn(&str) -> Option<HistoryPolicy> + Send + Sync>;
+
+/// What became of one round.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Round {
+    delivered: usize,
+    /// Some hub stopped at a message the service did not take (it is retried).
+    failed: bool,
+}
+
+/// Deliver until `shutdown`. Returns when shutdown is requested; an undelivered message stays
+/// in the store for the next start.
+pub async fn run(
+    store: Store,
+    rest: RestClient,
+    history: HistoryPolicies,
+    signal: OutboxSignal,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let batch = match store.pending(0, ROUND).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "outbox: cannot read the state database");
+                if pause(backoff, &signal, &shutdown, false).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            backoff = BACKOFF_MIN;
+            if pause(IDLE_POLL, &signal, &shutdown, true).await {
+                return;
+            }
+            continue;
+        }
+        let round = deliver_round(&store, &rest, &history, batch, &shutdown).await;
+        if round.failed {
+            if pause(backoff, &signal, &shutdown, false).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        } else {
+            backoff = BACKOFF_MIN;
+        }
+    }
+}
+
+/// Sleep for `d` (or until woken, when `wakeable`) or shutdown; true on shutdown.
+async fn pause(
+    d: Duration,
+    signal: &OutboxSignal,
+    shutdown: &CancellationToken,
+    wakeable: bool,
+) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = signal.0.notified(), if wakeable => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Deliver one batch: hubs in parallel, each hub's messages one after another, stopping a hub
+/// at its first failure so that its order holds.
+async fn deliver_round(
+    store: &Store,
+    rest: &RestClient,
+    history: &HistoryPolicies,
+    batch: Vec<Pending>,
+    shutdown: &CancellationToken,
+) -> Round {
+    let mut by_hub: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+    for p in batch {
+        by_hub
+            .entry(p.message.hub.to_ascii_lowercase())
+            .or_default()
+            .push(p);
+    }
+    let hubs = by_hub.into_iter().map(|(hub, messages)| {
+        let policy = history(&hub);
+        async move {
+            let mut round = Round::default();
+            for p in messages {
+                if shutdown.is_cancelled() {
+                    round.failed = true;
+                    break;
+                }
+                match send(store, rest, &p, policy).await {
+                    Sent::Delivered => round.delivered += 1,
+                    Sent::Retry => {
+                        round.failed = true;
+                        break;
+                    }
+                }
+            }
+            round
+        }
+    });
+    let rounds = futures_util::future::join_all(hubs).await;
+    Round {
+        delivered: rounds.iter().map(|r| r.delivered).sum(),
+        failed: rounds.iter().any(|r| r.failed),
+    }
+}
+
+enum Sent {
+    Delivered,
+    Retry,
+}
+
+async fn send(
+    store: &Store,
+    rest: &RestClient,
+    p: &Pending,
+    policy: Option<HistoryPolicy>,
+) -> Sent {
+    let started = std::time::Instant::now();
+    let result = rest.send(&p.message).await;
+    metrics::histogram!("herald_rest_request_seconds", "operation" => "send")
+        .record(started.elapsed().as_secs_f64());
+    let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
+    match result {
+        Ok(()) => {
+            metrics::counter!("herald_messages_total", "hub" => p.message.hub.clone(),
+                "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
+            .increment(1);
+            if let Err(error) = store.delivered(p.seq, policy).await {
+                // Sent, but still in the outbox: sent again later (and dropped as a repeat by
+                // the embedded service).
+                tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
+                return Sent::Retry;
+            }
+            Sent::Delivered
+        }
+        Err(error) if permanent(&error) => {
+            // The service will never take it: keep the rest flowing, and say so loudly.
+            tracing::error!(id = %p.id, source = %p.source, hub = %p.message.hub, %error,
+                "outbox: the service refused the message for good; dropped");
+            metrics::counter!("herald_messages_total", "hub" => p.message.hub.clone(),
+                "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "refused")
+            .increment(1);
+            metrics::counter!("herald_outbox_dropped_total").increment(1);
+            match store.delivered(p.seq, None).await {
+                Ok(()) => Sent::Delivered,
+                Err(_) => Sent::Retry,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(id = %p.id, hub = %p.message.hub, %error,
+                "outbox: the service did not take the message; retrying");
+            metrics::counter!("herald_outbox_retries_total").increment(1);
+            Sent::Retry
+        }
+    }
+}
+
+/// Errors that no retry can fix: the message itself is wrong for the service.
+fn permanent(e: &RestError) -> bool {
+    match e {
+        RestError::TooLarge { .. }
+        | RestError::InvalidArgument(_)
+        | RestError::Unsupported { .. } => true,
+        RestError::Status { status, .. } => {
+            status.is_client_error()
+                && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 409 | 429)
+        }
+        RestError::Transport { .. } | RestError::Token(_) | RestError::Client(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, Recipient};
+    use crate::signalr::ServiceEndpoint;
+    use crate::signalr::rest::RestOptions;
+    use crate::store::{Accept, NewMessage, Synchronous};
+    use axum::http::StatusCode;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stand-in service that refuses the first `fail` sends with 503 and records the rest.
+    async fn stand_in(fail: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let record = record.clone();
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < fail {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let value = serde_json::from_slice(&body).unwrap_or_default();
+                record.lock().unwrap().push(value);
+                StatusCode::ACCEPTED
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, seen)
+    }
+
+    fn client(addr: std::net::SocketAddr) -> RestClient {
+        crate::install_crypto();
+        let cs = format!(
+            "Endpoint=http://127.0.0.1;Port={};AccessKey=outbox-test-access-key-0123456789;Version=1.0;",
+            addr.port()
+        );
+        let endpoint = ServiceEndpoint::from_connection_string(&cs).unwrap();
+        let options = RestOptions {
+            max_retries: 0,
+            ..RestOptions::default()
+        };
+        RestClient::new(endpoint, options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn delivers_in_order_after_failures_and_keeps_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+        for n in 0..5 {
+            let message = Message {
+                hub: "hub".into(),
+                to: Recipient::All,
+                target: "t".into(),
+                arguments: vec![serde_json::json!(n)],
+                excluded: Vec::new(),
+            };
+            store
+                .accept(Accept {
+                    messages: vec![NewMessage {
+                        id: format!("m{n}"),
+                        message,
+                        source: "route:r".into(),
+                        retain: None,
+                    }],
+                    ..Accept::default()
+                })
+                .await
+                .unwrap();
+        }
+        let (addr, seen) = stand_in(3).await;
+        let stop = CancellationToken::new();
+        let policy = HistoryPolicy {
+            keep: 10,
+            max_age: Duration::from_secs(60),
+        };
+        let worker = tokio::spawn(run(
+            store.clone(),
+            client(addr),
+            Arc::new(move |_| Some(policy)),
+            OutboxSignal::default(),
+            stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store.outbox_stats().await.unwrap().depth > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        let args: Vec<serde_json::Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["arguments"][0].clone())
+            .collect();
+        assert_eq!(
+            args,
+            (0..5).map(|n| serde_json::json!(n)).collect::<Vec<_>>()
+        );
+        let history = store.history("hub", None, None, 10).await.unwrap().unwrap();
+        assert_eq!(history.len(), 5);
+    }
+}

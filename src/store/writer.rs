@@ -1,0 +1,314 @@
+//! The store's one writer: a thread that owns the write connection and commits in groups. It
+//! takes the first waiting request, then every request already queued behind it (up to
+//! `BATCH`), runs each in its own savepoint (one bad request fails alone), commits once and
+//! only then answers every caller. Under load many requests share one fsync, so durability
+//! costs little throughput; alone, a request is committed at once.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Accept, Accepted, HistoryPolicy, StoreError, history_audience, now_ms};
+
+/// Most requests committed in one transaction.
+const BATCH: usize = 512;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write request.
+pub(super) enum Command {
+    Accept(Accept, Reply<Accepted>),
+    Delivered {
+        seq: i64,
+        history: Option<HistoryPolicy>,
+        reply: Reply<()>,
+    },
+    Prune {
+        idempotency_window: Duration,
+        fires_older: Duration,
+        reply: Reply<()>,
+    },
+}
+
+/// An answer held back until the commit.
+enum Answer {
+    Accepted(Reply<Accepted>, Result<Accepted, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+}
+
+impl Answer {
+    fn send(self, commit: &Result<(), String>, path: &std::path::Path) {
+        let failed = |e: &String| StoreError::Unusable {
+            path: path.to_path_buf(),
+            detail: format!("commit failed: {e}"),
+        };
+        match self {
+            Answer::Accepted(reply, result) => {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(failed(e)),
+                });
+            }
+            Answer::Unit(reply, result) => {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(failed(e)),
+                });
+            }
+        }
+    }
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    path: PathBuf,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("herald-store".into())
+        .spawn(move || run(conn, rx, path))
+        .map(|_| ())
+        .map_err(|e| StoreError::Unusable {
+            path: PathBuf::new(),
+            detail: format!("cannot start the writer thread: {e}"),
+        })
+}
+
+/// Serve requests until every `Store` handle is dropped.
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (answers, commit) = commit_batch(&mut conn, batch.drain(..));
+        if let Err(e) = &commit {
+            tracing::error!(path = %path.display(), error = %e, "state database commit failed");
+        }
+        for answer in answers {
+            answer.send(&commit, &path);
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: impl Iterator<Item = Command>,
+) -> (Vec<Answer>, Result<(), String>) {
+    let mut answers = Vec::new();
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = e.to_string();
+            for cmd in batch {
+                answers.push(refuse(cmd));
+            }
+            return (answers, Err(e));
+        }
+    };
+    // Hubs whose history grew in this batch, pruned once at the end.
+    let mut touched: BTreeSet<(String, u32, u64)> = BTreeSet::new();
+    for cmd in batch {
+        let mut sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                let e = StoreError::Sql(e);
+                answers.push(match cmd {
+                    Command::Accept(_, reply) => Answer::Accepted(reply, Err(e)),
+                    Command::Delivered { reply, .. } | Command::Prune { reply, .. } => {
+                        Answer::Unit(reply, Err(e))
+                    }
+                });
+                continue;
+            }
+        };
+        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        let answer = match cmd {
+            Command::Accept(accept, reply) => {
+                let result = accept_one(&sp, accept);
+                if result.is_ok() {
+                    let _ = sp.commit();
+                }
+                Answer::Accepted(reply, result)
+            }
+            Command::Delivered {
+                seq,
+                history,
+                reply,
+            } => {
+                let result = delivered_one(&sp, seq, history, &mut touched);
+                if result.is_ok() {
+                    let _ = sp.commit();
+                }
+                Answer::Unit(reply, result)
+            }
+            Command::Prune {
+                idempotency_window,
+                fires_older,
+                reply,
+            } => {
+                let result = prune(&sp, idempotency_window, fires_older);
+                if result.is_ok() {
+                    let _ = sp.commit();
+                }
+                Answer::Unit(reply, result)
+            }
+        };
+        answers.push(answer);
+    }
+    for (hub, keep, max_age_ms) in touched {
+        let _ = prune_history(&tx, &hub, keep, max_age_ms);
+    }
+    let commit = tx.commit().map_err(|e| e.to_string());
+    (answers, commit)
+}
+
+fn refuse(cmd: Command) -> Answer {
+    let e = || StoreError::Closed;
+    match cmd {
+        Command::Accept(_, reply) => Answer::Accepted(reply, Err(e())),
+        Command::Delivered { reply, .. } | Command::Prune { reply, .. } => {
+            Answer::Unit(reply, Err(e()))
+        }
+    }
+}
+
+fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError> {
+    let now = now_ms();
+    if let Some(idem) = &accept.idempotency {
+        let seen: Option<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT answer, created_ms FROM idempotency WHERE scope = ?1 AND key = ?2",
+            )?
+            .query_row(params![idem.scope, idem.key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((answer, created)) = seen
+            && now.saturating_sub(created) < idem.window.as_millis() as i64
+        {
+            return Ok(Accepted::Repeat(answer));
+        }
+    }
+    if let Some(fire) = &accept.fire {
+        let inserted = conn
+            .prepare_cached("INSERT OR IGNORE INTO fires (schedule, instant_ms) VALUES (?1, ?2)")?
+            .execute(params![fire.schedule, fire.instant_ms])?;
+        if inserted == 0 {
+            return Ok(Accepted::FireSeen);
+        }
+    }
+    let mut seqs = Vec::with_capacity(accept.messages.len());
+    for m in &accept.messages {
+        let text = serde_json::to_string(&m.message)?;
+        conn.prepare_cached(
+            "INSERT INTO outbox (id, hub, message, source, accepted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![m.id, m.message.hub, text, m.source, now])?;
+        seqs.push(conn.last_insert_rowid());
+        if let Some(key) = &m.retain {
+            conn.prepare_cached(
+                "INSERT INTO retained (source, key, hub, id, time_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (source, key) DO UPDATE SET
+                   hub = excluded.hub, id = excluded.id, time_ms = excluded.time_ms,
+                   message = excluded.message",
+            )?
+            .execute(params![
+                key.source,
+                key.key,
+                m.message.hub.to_ascii_lowercase(),
+                m.id,
+                now,
+                text
+            ])?;
+        }
+    }
+    if let Some(idem) = &accept.idempotency {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency (scope, key, answer, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![idem.scope, idem.key, idem.answer, now])?;
+    }
+    Ok(Accepted::Stored(seqs))
+}
+
+fn delivered_one(
+    conn: &Connection,
+    seq: i64,
+    history: Option<HistoryPolicy>,
+    touched: &mut BTreeSet<(String, u32, u64)>,
+) -> Result<(), StoreError> {
+    let row: Option<(String, String, i64)> = conn
+        .prepare_cached("SELECT id, message, accepted_ms FROM outbox WHERE seq = ?1")?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, text, accepted_ms)) = row else {
+        // Already removed (delivered twice by a retry racing a restart): nothing to do.
+        return Ok(());
+    };
+    conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+        .execute([seq])?;
+    let Some(policy) = history.filter(|p| p.keep > 0) else {
+        return Ok(());
+    };
+    let message: crate::message::Message = serde_json::from_str(&text)?;
+    let Some(user) = history_audience(&message.to) else {
+        return Ok(());
+    };
+    let hub = message.hub.to_ascii_lowercase();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO history (seq, id, hub, user, time_ms, target, arguments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        seq,
+        id,
+        hub,
+        user,
+        accepted_ms,
+        message.target,
+        serde_json::to_string(&message.arguments)?
+    ])?;
+    touched.insert((hub, policy.keep, policy.max_age.as_millis() as u64));
+    Ok(())
+}
+
+fn prune_history(
+    conn: &Connection,
+    hub: &str,
+    keep: u32,
+    max_age_ms: u64,
+) -> Result<(), StoreError> {
+    let cutoff = now_ms().saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
+    conn.prepare_cached("DELETE FROM history WHERE hub = ?1 AND time_ms < ?2")?
+        .execute(params![hub, cutoff])?;
+    // The seq of the oldest message to keep; everything before it goes.
+    let oldest_kept: Option<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM history WHERE hub = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+        )?
+        .query_row(params![hub, keep.saturating_sub(1)], |r| r.get(0))
+        .optional()?;
+    if let Some(oldest) = oldest_kept {
+        conn.prepare_cached("DELETE FROM history WHERE hub = ?1 AND seq < ?2")?
+            .execute(params![hub, oldest])?;
+    }
+    Ok(())
+}
+
+fn prune(conn: &Connection, window: Duration, fires_older: Duration) -> Result<(), StoreError> {
+    let now = now_ms();
+    conn.prepare_cached("DELETE FROM idempotency WHERE created_ms < ?1")?
+        .execute([now.saturating_sub(window.as_millis() as i64)])?;
+    conn.prepare_cached("DELETE FROM fires WHERE instant_ms < ?1")?
+        .execute([now.saturating_sub(fires_older.as_millis() as i64)])?;
+    Ok(())
+}
