@@ -193,8 +193,9 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
 /// Run the server until shutdown, then wait (with a ceiling) for the tracked tasks.
 async fn serve(listener: tokio::net::TcpListener, app: Router, shared: Arc<Shared>) {
     let options = crate::server::ServeOptions {
+        header_read_timeout: shared.options.header_read_timeout,
+        idle_timeout: shared.options.idle_timeout,
         shutdown_deadline: shared.options.shutdown_timeout,
-        ..crate::server::ServeOptions::default()
     };
     if let Err(error) = crate::server::serve(listener, app, options, shared.shutdown.clone()).await
     {
