@@ -271,3 +271,150 @@ async fn every_rest_operation_round_trips_2022_06_01() {
 async fn every_rest_operation_round_trips_legacy_v1() {
     run_all_operations(ApiVersion::V1).await;
 }
+
+/// One raw HTTP/1.1 request with a valid REST token, so the path reaches the service
+/// exactly as written (URL libraries resolve `.` and `%2E` segments away). Returns the
+/// status, the `x-ms-error-code` header and the body.
+async fn raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let audience = format!("http://127.0.0.1:{}{path}", addr.port());
+    let bearer = token::mint_rest(KEY, &audience, "test", Duration::from_secs(600)).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        addr.port(),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(LONG, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {response}"));
+    let code = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-ms-error-code")
+            .then(|| v.trim().to_string())
+    });
+    (status, code, body.to_string())
+}
+
+/// Every REST path with a user, group or connection segment, `{}` standing for it, and
+/// what the segment is called in the error message.
+const NAMED_PATHS: &[(&str, &str, &str)] = &[
+    ("POST", "users/{}/:send", "user id"),
+    ("POST", "users/{}/:closeConnections", "user id"),
+    ("GET", "users/{}/groups/g", "user id"),
+    ("PUT", "users/{}/groups/g", "user id"),
+    ("DELETE", "users/{}/groups/g", "user id"),
+    ("PUT", "groups/g/users/{}", "user id"),
+    ("DELETE", "users/{}/groups", "user id"),
+    ("POST", "groups/{}/:send", "group name"),
+    ("POST", "groups/{}/:closeConnections", "group name"),
+    ("PUT", "users/u/groups/{}", "group name"),
+    ("DELETE", "groups/{}/users/u", "group name"),
+    ("PUT", "groups/{}/connections/c", "group name"),
+    ("DELETE", "connections/c/groups/{}", "group name"),
+    ("POST", "connections/{}/:send", "connection id"),
+    ("DELETE", "connections/{}/groups", "connection id"),
+    ("PUT", "groups/g/connections/{}", "connection id"),
+    ("DELETE", "connections/{}/groups/g", "connection id"),
+];
+
+/// Paths that end in the name.
+const NAMED_LAST: &[(&str, &str, &str)] = &[
+    ("POST", "users/{}", "user id"),
+    ("GET", "users/{}", "user id"),
+    ("HEAD", "users/{}", "user id"),
+    ("POST", "groups/{}", "group name"),
+    ("GET", "groups/{}", "group name"),
+    ("POST", "connections/{}", "connection id"),
+    ("GET", "connections/{}", "connection id"),
+    ("HEAD", "connections/{}", "connection id"),
+    ("DELETE", "connections/{}", "connection id"),
+];
+
+#[tokio::test]
+async fn empty_dot_and_blank_names_are_400_on_every_path_of_both_apis() {
+    herald::install_crypto();
+    let shutdown = CancellationToken::new();
+    let handle = Service::start(
+        ServiceOptions::new("127.0.0.1:0".parse().unwrap(), vec![KEY.into()]),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = handle.local_addr();
+    let body = r#"{"target":"t","arguments":[]}"#;
+    let mut checked = 0;
+    for api in ["/api", "/api/v1"] {
+        let cases = NAMED_PATHS
+            .iter()
+            .flat_map(|c| ["", ".", "%2E", "..", "%20", "%09%20"].map(|n| (c, n)))
+            .chain(
+                NAMED_LAST
+                    .iter()
+                    .flat_map(|c| ["", ".", "%2e", "%2E%2E", "%20"].map(|n| (c, n))),
+            );
+        for ((method, shape, kind), name) in cases {
+            let path = format!("{api}/hubs/{HUB}/{}", shape.replace("{}", name));
+            let (status, code, text) = raw(addr, method, &path, body).await;
+            assert_eq!(status, 400, "{method} {path}: {text}");
+            assert_eq!(
+                code.as_deref(),
+                Some("Error.Request.Invalid"),
+                "{method} {path}"
+            );
+            if *method != "HEAD" {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let message = v["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.starts_with(kind),
+                    "{method} {path}: {message} should name the {kind}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked}");
+
+    // The defect as reported: an empty user is not a send to someone.
+    let (status, _, text) = raw(addr, "POST", "/api/hubs/chat/users//:send", body).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("user id is empty"), "{text}");
+    // Unknown shapes stay 404, whatever their segments hold.
+    for (method, path) in [
+        ("POST", "/api/hubs/chat/users//x/y"),
+        ("GET", "/api/hubs/chat/groups//connections"),
+        ("PATCH", "/api/v1/hubs/chat/users/u/groups/g"),
+    ] {
+        let (status, code, _) = raw(addr, method, path, body).await;
+        assert_eq!(status, 404, "{method} {path}");
+        assert_eq!(
+            code.as_deref(),
+            Some("Error.Request.NotFound"),
+            "{method} {path}"
+        );
+    }
+    // A trailing slash where no name goes is ignored, as before.
+    let (status, _, text) = raw(addr, "POST", "/api/hubs/chat/", body).await;
+    assert_eq!(status, 202, "{text}");
+    // Good names still work over the same raw path.
+    let (status, _, text) = raw(addr, "POST", "/api/hubs/chat/users/a%20b/:send", body).await;
+    assert_eq!(status, 202, "{text}");
+    shutdown.cancel();
+    handle.stopped().await;
+}

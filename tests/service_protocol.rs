@@ -915,3 +915,41 @@ async fn shutdown_closes_connections_with_allow_reconnect() {
         .await
         .expect("service stops");
 }
+
+/// Read until the peer closes; `true` if it did within `limit`.
+async fn closed_by_peer(mut stream: tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn listener_timeouts_from_service_options_close_unfinished_and_idle_connections() {
+    use tokio::io::AsyncWriteExt;
+    // Shorter than the defaults (10 s, 20 s), so only the configured values can close
+    // them within the (generous) limit below.
+    let svc = start_with(|o| {
+        o.header_read_timeout = Duration::from_secs(1);
+        o.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let mut half = tokio::net::TcpStream::connect(svc.addr()).await.unwrap();
+    half.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(svc.addr()).await.unwrap();
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(8);
+    let (half, idle) = tokio::join!(closed_by_peer(half, limit), closed_by_peer(idle, limit));
+    assert!(half, "an unfinished request head was not closed");
+    assert!(idle, "an idle keep-alive connection was not closed");
+}

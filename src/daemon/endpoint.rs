@@ -60,11 +60,13 @@ pub async fn connect(
             access_key,
             public_url,
             max_connections,
-            timeouts: _,
+            timeouts,
         } => {
             let key = embedded_access_key(access_key.as_ref())
                 .map_err(|source| DaemonError::KeyFile { source })?;
             let mut options = ServiceOptions::new(*listen, vec![key.clone()]);
+            options.header_read_timeout = timeouts.header_read;
+            options.idle_timeout = timeouts.idle;
             options.max_connections = *max_connections;
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;

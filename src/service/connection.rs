@@ -8,7 +8,7 @@
 //! cancels the connection's token; the transport then flushes what is queued, the `Close`
 //! message, and ends; the supervisor removes the connection from the registry.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::metrics as service_metrics;
 use crate::signalr::protocol::{
     self, HubMessage, MAX_PROTOCOL_VERSION, Protocol, encode_handshake_response,
     parse_handshake_request,
@@ -153,8 +154,9 @@ pub(crate) struct Connection {
     created: Instant,
     /// Milliseconds after `created` when something was last received (client timeout).
     last_received_ms: AtomicU64,
-    /// Something was queued since the last keep-alive check (so no Ping is needed).
-    sent_recently: AtomicBool,
+    /// Milliseconds after `created` when a frame was last queued for the client (the
+    /// handshake answer included): a Ping is due `keep_alive` after it.
+    last_sent_ms: AtomicU64,
     /// Wakes the supervisor when the handshake completes or a transport attaches.
     changed: Notify,
 }
@@ -208,7 +210,7 @@ impl Connection {
             }),
             created: Instant::now(),
             last_received_ms: AtomicU64::new(0),
-            sent_recently: AtomicBool::new(false),
+            last_sent_ms: AtomicU64::new(0),
             changed: Notify::new(),
         })
     }
@@ -258,6 +260,16 @@ impl Connection {
 
     fn last_received(&self) -> Instant {
         self.created + Duration::from_millis(self.last_received_ms.load(Ordering::Relaxed))
+    }
+
+    /// Note that a frame was queued for the client (postpones the next keep-alive Ping).
+    fn sent(&self) {
+        self.last_sent_ms
+            .fetch_max(self.millis(), Ordering::Relaxed);
+    }
+
+    fn last_sent(&self) -> Instant {
+        self.created + Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed))
     }
 
     /// Claim the connection for a transport request.
@@ -329,7 +341,7 @@ impl Connection {
         }
         match self.queue.try_send(frame) {
             Ok(()) => {
-                self.sent_recently.store(true, Ordering::Relaxed);
+                self.sent();
                 Push::Queued
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -338,7 +350,7 @@ impl Connection {
                     hub = %self.hub,
                     "closing slow consumer: its outbound queue is full"
                 );
-                metrics::counter!("herald_service_slow_consumers_total").increment(1);
+                metrics::counter!(service_metrics::SLOW_CONSUMERS).increment(1);
                 self.close(Some(HubMessage::Close {
                     error: Some("Connection closed: the client is not reading fast enough.".into()),
                     allow_reconnect: true,
@@ -502,18 +514,25 @@ impl Drop for ActiveGuard {
 
 /// The connection's timer task: handshake deadline, keep-alive Pings, client timeout and
 /// shutdown; removes the connection from the registry when it ends.
+///
+/// Keep-alive as ASP.NET Core does it: once the handshake is answered, a Ping is queued
+/// whenever nothing was queued for the client for `keep_alive`, so the client (whose own
+/// server timeout is 30 s) never hears nothing for longer than that. The JS client arms
+/// its own Ping timer only when it receives data, so this Ping is what keeps an idle
+/// client alive in both directions. Where ASP.NET Core checks on a one-second timer, this
+/// task sleeps until the exact instant a Ping becomes due (re-reading the last-sent time
+/// when it wakes), so the gap is at most `keep_alive` and an idle connection costs one
+/// wake-up per interval.
 pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) {
     let options = &shared.options;
-    let mut next_keep_alive: Option<Instant> = None;
     loop {
         let (handshaken, attached_at) = {
             let s = lock(&connection.state);
             (s.handshake.is_none(), s.attached_at)
         };
         let deadline = if handshaken {
-            let keep_alive =
-                *next_keep_alive.get_or_insert_with(|| Instant::now() + options.keep_alive);
-            keep_alive.min(connection.last_received() + options.client_timeout)
+            (connection.last_sent() + options.keep_alive)
+                .min(connection.last_received() + options.client_timeout)
         } else {
             attached_at.unwrap_or(connection.created) + options.handshake_timeout
         };
@@ -541,13 +560,14 @@ pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) 
                         )),
                         allow_reconnect: false,
                     }));
-                } else if next_keep_alive.is_some_and(|k| now >= k) {
-                    if !connection.sent_recently.swap(false, Ordering::Relaxed) {
-                        connection.push_message(&HubMessage::Ping);
-                        connection.sent_recently.store(false, Ordering::Relaxed);
-                    }
-                    next_keep_alive = Some(now + options.keep_alive);
+                } else if now >= connection.last_sent() + options.keep_alive {
+                    // Queuing the Ping counts as sending: the next one is due `keep_alive`
+                    // from now (marked here too, so a Ping that could not be queued
+                    // cannot turn this loop into a spin).
+                    connection.push_message(&HubMessage::Ping);
+                    connection.sent();
                 }
+                // Otherwise something was sent meanwhile: sleep until the new deadline.
             }
         }
     }
@@ -576,4 +596,165 @@ pub(crate) fn encode_frame(
     protocol
         .encode(message)
         .map(|bytes| Frame::new(Some(protocol), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::task::TaskTracker;
+
+    use super::super::ServiceOptions;
+    use super::super::registry::Registry;
+    use super::*;
+
+    const HANDSHAKE: &[u8] = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+    const CLIENT_PING: &[u8] = b"{\"type\":6}\x1e";
+    const PING: &str = "{\"type\":6}\u{1e}";
+
+    /// A service's shared state with the production intervals (15 s / 30 s), no listener.
+    fn shared() -> Arc<Shared> {
+        let options = ServiceOptions::new(
+            "127.0.0.1:0".parse().expect("address"),
+            vec!["k".to_string()],
+        );
+        Arc::new(Shared {
+            registry: Registry::new(10),
+            local_addr: options.listen,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            stopped: CancellationToken::new(),
+            options,
+        })
+    }
+
+    /// A WebSocket connection with a running supervisor, handshake done; returns it with the
+    /// instant the handshake answer was queued.
+    async fn connected(shared: &Arc<Shared>) -> (Arc<Connection>, Instant) {
+        let c = Connection::new("c".into(), "c".into(), "h".into(), None, 64);
+        shared.registry.insert(c.clone()).expect("insert");
+        c.attach(TransportKind::WebSockets).expect("attach");
+        tokio::spawn(supervise(c.clone(), shared.clone()));
+        // Let the supervisor start and wait on the handshake deadline.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.receive(HANDSHAKE, shared);
+        let at = Instant::now();
+        let frame = c
+            .outbound
+            .lock()
+            .await
+            .recv()
+            .await
+            .expect("handshake answer");
+        assert_eq!(frame.as_bytes(), b"{}\x1e");
+        (c, at)
+    }
+
+    fn text(frame: &Frame) -> String {
+        String::from_utf8_lossy(frame.as_bytes()).into_owned()
+    }
+
+    /// Frames the client gets until `until`, with when each arrived; the client sends a
+    /// Ping every `client_ping` if given.
+    async fn frames_until(
+        c: &Arc<Connection>,
+        shared: &Arc<Shared>,
+        until: Instant,
+        client_ping: Option<Duration>,
+    ) -> Vec<(Instant, String)> {
+        let mut rx = c.outbound.lock().await;
+        let mut got = Vec::new();
+        let mut next_ping = client_ping.map(|p| Instant::now() + p);
+        loop {
+            let wake = next_ping.map_or(until, |p| p.min(until));
+            tokio::select! {
+                frame = rx.recv() => match frame {
+                    Some(frame) => got.push((Instant::now(), text(&frame))),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    c.receive(CLIENT_PING, shared);
+                    next_ping = client_ping.map(|p| Instant::now() + p);
+                }
+            }
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_gets_a_ping_every_keep_alive_from_the_handshake() {
+        let shared = shared();
+        let (c, handshake) = connected(&shared).await;
+        // The client pings every 10 s (as the JS client does once it hears from the server),
+        // so only the server's keep-alive is under test.
+        let got = frames_until(
+            &c,
+            &shared,
+            handshake + Duration::from_secs(61),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+        assert!(got.iter().all(|(_, f)| f == PING), "{got:?}");
+        let offsets: Vec<u64> = got
+            .iter()
+            .map(|(at, _)| (*at - handshake).as_secs_f64().round() as u64)
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![15, 30, 45, 60],
+            "the first Ping is not skipped"
+        );
+        let mut previous = handshake;
+        for (at, _) in &got {
+            assert!(*at - previous <= Duration::from_secs(15), "{got:?}");
+            previous = *at;
+        }
+        assert!(!c.is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_sent_postpones_the_next_ping() {
+        let shared = shared();
+        let (c, handshake) = connected(&shared).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            c.try_push(Frame::new(Some(Protocol::Json), b"x".to_vec())),
+            Push::Queued
+        );
+        let got = frames_until(
+            &c,
+            &shared,
+            handshake + Duration::from_secs(41),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+        let offsets: Vec<(u64, &str)> = got
+            .iter()
+            .map(|(at, f)| ((*at - handshake).as_secs_f64().round() as u64, f.as_str()))
+            .collect();
+        assert_eq!(offsets, vec![(10, "x"), (25, PING), (40, PING)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_pinged_then_timed_out_after_30_s() {
+        let shared = shared();
+        let (c, handshake) = connected(&shared).await;
+        let got = frames_until(&c, &shared, handshake + Duration::from_secs(29), None).await;
+        let offsets: Vec<u64> = got
+            .iter()
+            .map(|(at, _)| (*at - handshake).as_secs_f64().round() as u64)
+            .collect();
+        assert_eq!(offsets, vec![15], "{got:?}");
+        assert!(!c.is_closed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(c.is_closed(), "closed 30 s after the last message received");
+        let mut rx = c.outbound.lock().await;
+        let last = c.final_frames(&mut rx);
+        let close = last.last().map(text).unwrap_or_default();
+        assert!(
+            close.contains("Server timeout (30000 ms) elapsed"),
+            "{close}"
+        );
+    }
 }

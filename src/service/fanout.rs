@@ -4,11 +4,16 @@
 //! Slow-consumer policy: fan-out never waits on a client. A connection whose queue is full
 //! is closed (log line + `herald_service_slow_consumers_total`); the others are unaffected.
 //! The encoded frame is one `Bytes` shared by every connection of the same protocol.
+//!
+//! Counted here: every message (`herald_service_messages_total{recipient}`), every frame
+//! queued (`herald_service_deliveries_total`) and every one not
+//! (`herald_service_dropped_total{reason}`); see `metrics.rs`.
 
 use crate::message::Message;
 use crate::signalr::protocol::{HubMessage, Protocol};
 
 use super::connection::{Frame, Push, encode_frame};
+use super::metrics::{self as service_metrics, DropReason};
 use super::registry::Registry;
 
 /// What one send did.
@@ -24,12 +29,14 @@ pub struct SendReport {
 
 /// Deliver `message` to its recipients.
 pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
+    metrics::counter!(service_metrics::MESSAGES, "recipient" => message.to.kind()).increment(1);
     let targets = registry.resolve(&message.hub, &message.to, &message.excluded);
     let mut report = SendReport {
         connections: targets.len(),
         ..SendReport::default()
     };
     if targets.is_empty() {
+        service_metrics::dropped(DropReason::NoRecipient);
         return report;
     }
     let invocation = HubMessage::invocation(message.target.clone(), message.arguments.clone());
@@ -55,12 +62,14 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         };
         match connection.try_push(frame.clone()) {
             Push::Queued => report.queued += 1,
-            Push::SlowConsumer => report.slow_consumers += 1,
-            Push::Closed => {}
+            Push::SlowConsumer => {
+                report.slow_consumers += 1;
+                service_metrics::dropped(DropReason::SlowConsumer);
+            }
+            Push::Closed => service_metrics::dropped(DropReason::Closed),
         }
     }
-    metrics::counter!("herald_service_messages_total", "recipient" => message.to.kind())
-        .increment(1);
+    metrics::counter!(service_metrics::DELIVERIES).increment(report.queued as u64);
     report
 }
 
@@ -72,6 +81,7 @@ mod tests {
 
     use super::super::connection::Connection;
     use super::*;
+    use crate::message::Recipient;
 
     #[tokio::test]
     async fn encodes_once_and_closes_a_full_queue() {
@@ -116,5 +126,64 @@ mod tests {
         assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
         let mut rx_slow = slow.outbound.lock().await;
         assert!(matches!(rx_slow.recv().await, Some(Frame::Binary(_))));
+    }
+
+    /// The value of the sample line `series` in Prometheus text.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn deliveries_and_drops_are_counted_by_reason() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            service_metrics::describe();
+            let registry = Registry::new(10);
+            let ok = Connection::new("ok".into(), "ok".into(), "h".into(), None, 8);
+            let slow = Connection::new("slow".into(), "slow".into(), "h".into(), None, 1);
+            for c in [&ok, &slow] {
+                c.set_protocol_for_test(Protocol::Json);
+                registry.insert(Arc::clone(c)).unwrap();
+                registry.activate(c);
+            }
+            let all = Message::broadcast("h", "t", vec![json!(1)]);
+            // Both queued; then `slow` is full (dropped, closed); then it is closed.
+            deliver(&registry, &all);
+            deliver(&registry, &all);
+            deliver(&registry, &all);
+            // Nobody in that group.
+            let nobody = Message {
+                to: Recipient::Group("empty".into()),
+                ..all.clone()
+            };
+            deliver(&registry, &nobody);
+        });
+        let text = handle.render();
+        let value =
+            |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
+        assert_eq!(
+            value("herald_service_messages_total{recipient=\"all\"}"),
+            3.0
+        );
+        assert_eq!(
+            value("herald_service_messages_total{recipient=\"group\"}"),
+            1.0
+        );
+        assert_eq!(value("herald_service_deliveries_total"), 4.0);
+        assert_eq!(
+            value("herald_service_dropped_total{reason=\"slow_consumer\"}"),
+            1.0
+        );
+        assert_eq!(
+            value("herald_service_dropped_total{reason=\"closed\"}"),
+            1.0
+        );
+        assert_eq!(
+            value("herald_service_dropped_total{reason=\"no_recipient\"}"),
+            1.0
+        );
+        assert_eq!(value("herald_service_slow_consumers_total"), 1.0);
     }
 }

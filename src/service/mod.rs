@@ -17,11 +17,13 @@
 //! registry.rs       ids/users/groups, two-way maps; std RwLock, never across .await
 //! fanout.rs         recipient → connections → encode once per protocol → try_send
 //! rest.rs           the data-plane REST API
+//! metrics.rs        metric names, HELP text, zero values before traffic
 //! ```
 
 mod auth;
 mod connection;
 mod fanout;
+pub mod metrics;
 mod negotiate;
 mod registry;
 mod rest;
@@ -71,6 +73,13 @@ pub struct ServiceOptions {
     pub max_rest_body: usize,
     /// Ceiling for a graceful shutdown: open transports and requests get this long to end.
     pub shutdown_timeout: Duration,
+    /// A new TCP connection that has not sent a complete request head within this long is
+    /// closed (10 s): a slowloris cannot hold file descriptors.
+    pub header_read_timeout: Duration,
+    /// A keep-alive HTTP connection with no request for this long is closed (20 s). Open
+    /// WebSocket and SSE transports are not idle: the keep-alive and client timeout govern
+    /// them.
+    pub idle_timeout: Duration,
 }
 
 impl ServiceOptions {
@@ -88,6 +97,8 @@ impl ServiceOptions {
             max_message_size: 1024 * 1024,
             max_rest_body: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -123,6 +134,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<ServiceHandle, ServiceError> {
         validate(&options)?;
+        self::metrics::describe();
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| ServiceError::Bind {
@@ -156,7 +168,7 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
     if options.access_keys.iter().all(|k| k.is_empty()) {
         return Err(ServiceError::NoAccessKeys);
     }
-    let checks: [(&'static str, bool); 7] = [
+    let checks: [(&'static str, bool); 9] = [
         ("keep_alive", options.keep_alive.is_zero()),
         ("client_timeout", options.client_timeout.is_zero()),
         ("handshake_timeout", options.handshake_timeout.is_zero()),
@@ -164,6 +176,8 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
         ("max_connections", options.max_connections == 0),
         ("outbound_queue", options.outbound_queue == 0),
         ("max_message_size", options.max_message_size == 0),
+        ("header_read_timeout", options.header_read_timeout.is_zero()),
+        ("idle_timeout", options.idle_timeout.is_zero()),
     ];
     for (option, bad) in checks {
         if bad {
@@ -179,8 +193,9 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
 /// Run the server until shutdown, then wait (with a ceiling) for the tracked tasks.
 async fn serve(listener: tokio::net::TcpListener, app: Router, shared: Arc<Shared>) {
     let options = crate::server::ServeOptions {
+        header_read_timeout: shared.options.header_read_timeout,
+        idle_timeout: shared.options.idle_timeout,
         shutdown_deadline: shared.options.shutdown_timeout,
-        ..crate::server::ServeOptions::default()
     };
     if let Err(error) = crate::server::serve(listener, app, options, shared.shutdown.clone()).await
     {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::connection::Connection;
+use super::metrics as service_metrics;
 use super::{Shared, hub_key};
 use crate::message::Recipient;
 
@@ -221,8 +222,8 @@ impl Registry {
         }
         let count = t.hubs.values().map(|h| h.connections.len()).sum::<usize>();
         drop(t);
-        metrics::gauge!("herald_service_connections").set(count as f64);
-        metrics::gauge!("herald_connections", "hub" => connection.hub.clone(), "transport" => connection.transport_name())
+        metrics::gauge!(service_metrics::CONNECTIONS).set(count as f64);
+        metrics::gauge!(service_metrics::CONNECTIONS_BY_HUB, "hub" => connection.hub.clone(), "transport" => connection.transport_name())
             .increment(1.0);
     }
 
@@ -235,7 +236,7 @@ impl Registry {
         let key = connection.hub.clone();
         if let Some(hub) = t.hubs.get_mut(&key) {
             if hub.connections.remove(&connection.id).is_some() {
-                metrics::gauge!("herald_connections", "hub" => key.clone(), "transport" => transport)
+                metrics::gauge!(service_metrics::CONNECTIONS_BY_HUB, "hub" => key.clone(), "transport" => transport)
                     .decrement(1.0);
                 if let Some(user) = &connection.user
                     && let Some(set) = hub.users.get_mut(user)
@@ -263,7 +264,7 @@ impl Registry {
             }
         }
         let count = t.hubs.values().map(|h| h.connections.len()).sum::<usize>();
-        metrics::gauge!("herald_service_connections").set(count as f64);
+        metrics::gauge!(service_metrics::CONNECTIONS).set(count as f64);
     }
 
     /// Forget the connection's token (after [`Registry::deactivate`]).

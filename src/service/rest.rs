@@ -31,17 +31,19 @@ enum Api {
     V1,
 }
 
-/// Why a REST request failed, as `{code, message}` (Azure's `ErrorDetail`).
+/// Why a REST request failed, as `{code, message}` (Azure's `ErrorDetail`) with the code
+/// also in `x-ms-error-code`. (Not the daemon's `RestFailure`: this one speaks Azure's REST
+/// error shape.)
 #[derive(Debug)]
-struct ApiError {
+struct RestFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
-impl ApiError {
+impl RestFailure {
     fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
+        RestFailure {
             status: StatusCode::BAD_REQUEST,
             code: "Error.Request.Invalid",
             message: message.into(),
@@ -49,7 +51,7 @@ impl ApiError {
     }
 
     fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
+        RestFailure {
             status: StatusCode::NOT_FOUND,
             code,
             message: message.into(),
@@ -57,16 +59,14 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for RestFailure {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
             axum::Json(json!({"code": self.code, "message": self.message})),
         )
             .into_response();
-        if self.status == StatusCode::NOT_FOUND
-            && let Ok(value) = HeaderValue::from_str(self.code)
-        {
+        if let Ok(value) = HeaderValue::from_str(self.code) {
             response.headers_mut().insert("x-ms-error-code", value);
         }
         response
@@ -87,31 +87,176 @@ pub(crate) async fn api(
     }
 }
 
+/// The path below `/api`, split into percent-decoded segments. Empty segments are kept:
+/// `users//:send` has an empty user id, and `groups/g/users/` an empty user id too (a
+/// trailing slash is only dropped where the path means nothing with it, see [`handle`]).
+fn segments(path: &str) -> Vec<String> {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    let path = path.strip_prefix('/').unwrap_or(path);
+    if path.is_empty() {
+        return Vec::new();
+    }
+    path.split('/').map(auth::percent_decode).collect()
+}
+
+/// `segments` without one trailing empty segment (a trailing slash).
+fn without_trailing_slash<'a, 'b>(segments: &'a [&'b str]) -> &'a [&'b str] {
+    match segments.split_last() {
+        Some((&"", rest)) => rest,
+        _ => segments,
+    }
+}
+
+/// Who an operation addresses (hub-wide, or one user, group or connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target<'a> {
+    All,
+    User(&'a str),
+    Group(&'a str),
+    Connection(&'a str),
+}
+
+/// What a user-group path asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    Add,
+    Remove,
+    Check,
+}
+
+/// One data-plane operation, as recognised from method and path (names not yet checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation<'a> {
+    Send(Target<'a>),
+    /// `:closeConnections` (all, a user's or a group's).
+    CloseMany(Target<'a>),
+    ConnectionExists(&'a str),
+    CloseConnection(&'a str),
+    RemoveConnectionFromAllGroups(&'a str),
+    GroupExists(&'a str),
+    ConnectionGroup {
+        add: bool,
+        group: &'a str,
+        connection: &'a str,
+    },
+    UserExists(&'a str),
+    UserGroup {
+        membership: Membership,
+        user: &'a str,
+        group: &'a str,
+    },
+    RemoveUserFromAllGroups(&'a str),
+}
+
+/// In the short alias `users/{user}` (POST), an action segment in the name's place means
+/// the name is missing (`users//:send` after a client resolved the empty segment, or
+/// `users/./:send` after it resolved the dot).
+fn alias_name(segment: &str) -> &str {
+    if segment.starts_with(':') {
+        ""
+    } else {
+        segment
+    }
+}
+
+/// Recognise the operation of a path below `hubs/{hub}`; `None` for an unknown shape (404).
+fn operation<'a>(method: &Method, rest: &[&'a str]) -> Option<Operation<'a>> {
+    use Operation as Op;
+    let read = read_method(method);
+    let op = match (method.clone(), rest) {
+        (Method::POST, [] | [":send"]) => Op::Send(Target::All),
+        (Method::POST, ["users", user, ":send"]) => Op::Send(Target::User(user)),
+        (Method::POST, ["users", user]) => Op::Send(Target::User(alias_name(user))),
+        (Method::POST, ["groups", group, ":send"]) => Op::Send(Target::Group(group)),
+        (Method::POST, ["groups", group]) => Op::Send(Target::Group(alias_name(group))),
+        (Method::POST, ["connections", id, ":send"]) => Op::Send(Target::Connection(id)),
+        (Method::POST, ["connections", id]) => Op::Send(Target::Connection(alias_name(id))),
+        (Method::POST, [":closeConnections"]) => Op::CloseMany(Target::All),
+        (Method::POST, ["users", user, ":closeConnections"]) => Op::CloseMany(Target::User(user)),
+        (Method::POST, ["groups", group, ":closeConnections"]) => {
+            Op::CloseMany(Target::Group(group))
+        }
+        (_, ["connections", id]) if read => Op::ConnectionExists(id),
+        (Method::DELETE, ["connections", id]) => Op::CloseConnection(id),
+        (Method::DELETE, ["connections", id, "groups"]) => Op::RemoveConnectionFromAllGroups(id),
+        (_, ["groups", group]) if read => Op::GroupExists(group),
+        (
+            m @ (Method::PUT | Method::DELETE),
+            ["groups", group, "connections", connection]
+            | ["connections", connection, "groups", group],
+        ) => Op::ConnectionGroup {
+            add: m == Method::PUT,
+            group,
+            connection,
+        },
+        (_, ["users", user]) if read => Op::UserExists(user),
+        (m, ["users", user, "groups", group] | ["groups", group, "users", user]) => {
+            let membership = match m {
+                Method::PUT => Membership::Add,
+                Method::DELETE => Membership::Remove,
+                _ if read => Membership::Check,
+                _ => return None,
+            };
+            Op::UserGroup {
+                membership,
+                user,
+                group,
+            }
+        }
+        (Method::DELETE, ["users", user, "groups"]) => Op::RemoveUserFromAllGroups(user),
+        _ => return None,
+    };
+    Some(op)
+}
+
+impl Operation<'_> {
+    /// Check every user, group and connection name the operation carries with
+    /// [`names`]; the first bad one is a 400 that names it.
+    fn check_names(&self) -> Result<(), RestFailure> {
+        use Operation as Op;
+        let target = |t: &Target<'_>| match *t {
+            Target::All => Ok(()),
+            Target::User(u) => names::user(u),
+            Target::Group(g) => names::group(g),
+            Target::Connection(c) => names::connection(c),
+        };
+        match self {
+            Op::Send(t) | Op::CloseMany(t) => target(t),
+            Op::ConnectionExists(c)
+            | Op::CloseConnection(c)
+            | Op::RemoveConnectionFromAllGroups(c) => names::connection(c),
+            Op::GroupExists(g) => names::group(g),
+            Op::ConnectionGroup {
+                group, connection, ..
+            } => names::group(group).and_then(|()| names::connection(connection)),
+            Op::UserExists(u) | Op::RemoveUserFromAllGroups(u) => names::user(u),
+            Op::UserGroup { user, group, .. } => {
+                names::user(user).and_then(|()| names::group(group))
+            }
+        }
+        .map_err(invalid)
+    }
+}
+
 fn handle(
     shared: &Arc<Shared>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<StatusCode, ApiError> {
-    let path = uri.path().strip_prefix("/api").unwrap_or(uri.path());
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(auth::percent_decode)
-        .collect();
+) -> Result<StatusCode, RestFailure> {
+    let segments = segments(uri.path());
     let (api, segments) = match segments.split_first() {
         Some((first, rest)) if first == "v1" => (Api::V1, rest),
         _ => (Api::Latest, segments.as_slice()),
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let read = *method == Method::GET || *method == Method::HEAD;
 
-    if read && segments == ["health"] {
+    if read_method(method) && without_trailing_slash(&segments) == ["health"] {
         return Ok(StatusCode::OK);
     }
     if let Err(error) = auth::rest(shared, headers, uri) {
-        return Err(ApiError {
+        return Err(RestFailure {
             status: StatusCode::UNAUTHORIZED,
             code: "Error.Request.Unauthorized",
             message: error.to_string(),
@@ -120,155 +265,151 @@ fn handle(
     let Some((&"hubs", [hub, rest @ ..])) = segments.split_first() else {
         return Err(no_route());
     };
+    // A trailing slash is an empty name where the shape has a name there
+    // (`groups/g/users/`), and is ignored where it has none (`hubs/chat/`).
+    let operation = operation(method, rest)
+        .or_else(|| operation(method, without_trailing_slash(rest)))
+        .ok_or_else(no_route)?;
     let query = auth::Query::of(uri);
     let param = |name: &str| query.get(name);
     let hub = hub_name(hub, param("application"))?;
+    operation.check_names()?;
     let excluded: Vec<String> = query.all("excluded").map(str::to_string).collect();
     let reason = param("reason");
     let handle = ServiceHandle {
         shared: shared.clone(),
     };
-    let send = |to: Recipient, excluded: Vec<String>| -> Result<StatusCode, ApiError> {
-        let (target, arguments) = payload(headers, body)?;
-        let report = handle.send(&Message {
-            hub: hub.clone(),
-            to,
-            target,
-            arguments,
-            excluded,
-        });
-        tracing::debug!(hub = %hub, ?report, "REST send");
-        Ok(StatusCode::ACCEPTED)
+    let by_api = |latest: StatusCode, v1: StatusCode| match api {
+        Api::Latest => latest,
+        Api::V1 => v1,
     };
-    let close = |to: Recipient| {
-        handle.close_connections(&hub, &to, &excluded, reason);
-        Ok(StatusCode::NO_CONTENT)
+    let recipient = |target: Target<'_>| match target {
+        Target::All => Recipient::All,
+        Target::User(u) => Recipient::User(u.to_string()),
+        Target::Group(g) => Recipient::Group(g.to_string()),
+        Target::Connection(c) => Recipient::Connection(c.to_string()),
     };
-    let m = method.clone();
-    match (m, rest) {
-        // Sends.
-        (Method::POST, [] | [":send"]) => send(Recipient::All, excluded.clone()),
-        (Method::POST, ["users", user] | ["users", user, ":send"]) => {
-            send(Recipient::User(name(user, names::user)?), Vec::new())
+
+    use Operation as Op;
+    match operation {
+        Op::Send(target) => {
+            let (target_name, arguments) = payload(headers, body)?;
+            // `excluded` applies to hub-wide and group sends only (as in Azure).
+            let excluded = match target {
+                Target::All | Target::Group(_) => excluded,
+                Target::User(_) | Target::Connection(_) => Vec::new(),
+            };
+            let report = handle.send(&Message {
+                hub: hub.clone(),
+                to: recipient(target),
+                target: target_name,
+                arguments,
+                excluded,
+            });
+            tracing::debug!(hub = %hub, ?report, "REST send");
+            Ok(StatusCode::ACCEPTED)
         }
-        (Method::POST, ["groups", group] | ["groups", group, ":send"]) => {
-            send(Recipient::Group(group_name(group)?), excluded.clone())
+        Op::CloseMany(target) => {
+            handle.close_connections(&hub, &recipient(target), &excluded, reason);
+            Ok(StatusCode::NO_CONTENT)
         }
-        (Method::POST, ["connections", id] | ["connections", id, ":send"]) => send(
-            Recipient::Connection(name(id, names::connection)?),
-            Vec::new(),
-        ),
-        // Close many.
-        (Method::POST, [":closeConnections"]) => close(Recipient::All),
-        (Method::POST, ["users", user, ":closeConnections"]) => {
-            close(Recipient::User(name(user, names::user)?))
-        }
-        (Method::POST, ["groups", group, ":closeConnections"]) => {
-            close(Recipient::Group(group_name(group)?))
-        }
-        // Connections.
-        (m, ["connections", id]) if read_method(&m) => {
+        Op::ConnectionExists(id) => {
             if handle.connection_exists(&hub, id) {
                 Ok(StatusCode::OK)
             } else {
                 Err(connection_not_found("Warning.Connection.NotExisted", id))
             }
         }
-        (Method::DELETE, ["connections", id]) => {
+        Op::CloseConnection(id) => {
             handle.close_connection(&hub, id, reason);
-            Ok(match api {
-                Api::Latest => StatusCode::OK,
-                Api::V1 => StatusCode::ACCEPTED,
-            })
+            Ok(by_api(StatusCode::OK, StatusCode::ACCEPTED))
         }
-        (Method::DELETE, ["connections", id, "groups"]) => {
+        Op::RemoveConnectionFromAllGroups(id) => {
             handle.remove_connection_from_all_groups(&hub, id);
             Ok(StatusCode::OK)
         }
-        // Groups.
-        (m, ["groups", group]) if read_method(&m) => {
-            if handle.group_exists(&hub, &group_name(group)?) {
+        Op::GroupExists(group) => {
+            if handle.group_exists(&hub, group) {
                 Ok(StatusCode::OK)
             } else {
-                Err(ApiError::not_found(
+                Err(RestFailure::not_found(
                     "Warning.Group.NotExisted",
                     format!("group `{group}` has no connections"),
                 ))
             }
         }
-        (
-            m @ (Method::PUT | Method::DELETE),
-            ["groups", group, "connections", id] | ["connections", id, "groups", group],
-        ) => {
-            let group = group_name(group)?;
-            if m == Method::PUT {
-                if handle.add_connection_to_group(&hub, &group, id) {
-                    Ok(StatusCode::OK)
-                } else {
-                    Err(connection_not_found("Error.Connection.NotExisted", id))
-                }
-            } else if handle.remove_connection_from_group(&hub, &group, id) {
+        Op::ConnectionGroup {
+            add: true,
+            group,
+            connection,
+        } => {
+            if handle.add_connection_to_group(&hub, group, connection) {
                 Ok(StatusCode::OK)
             } else {
-                Err(connection_not_found("Warning.Connection.NotExisted", id))
+                Err(connection_not_found(
+                    "Error.Connection.NotExisted",
+                    connection,
+                ))
             }
         }
-        // Users.
-        (m, ["users", user]) if read_method(&m) => {
+        Op::ConnectionGroup {
+            add: false,
+            group,
+            connection,
+        } => {
+            if handle.remove_connection_from_group(&hub, group, connection) {
+                Ok(StatusCode::OK)
+            } else {
+                Err(connection_not_found(
+                    "Warning.Connection.NotExisted",
+                    connection,
+                ))
+            }
+        }
+        Op::UserExists(user) => {
             if handle.user_exists(&hub, user) {
                 Ok(StatusCode::OK)
             } else {
-                Err(ApiError::not_found(
+                Err(RestFailure::not_found(
                     "Warning.User.NotExisted",
                     format!("user `{user}` has no connections"),
                 ))
             }
         }
-        (m, ["users", user, "groups", group] | ["groups", group, "users", user]) => {
-            let user = name(user, names::user)?;
-            let group = group_name(group)?;
-            match m {
-                Method::PUT => {
-                    let ttl = match param("ttl") {
-                        None | Some("") => None,
-                        Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
-                            ApiError::bad_request("`ttl` must be a non-negative integer (seconds)")
-                        })?)),
-                    };
-                    handle.add_user_to_group(&hub, &group, &user, ttl);
-                    Ok(match api {
-                        Api::Latest => StatusCode::OK,
-                        Api::V1 => StatusCode::ACCEPTED,
-                    })
-                }
-                Method::DELETE => {
-                    handle.remove_user_from_group(&hub, &group, &user);
-                    Ok(match api {
-                        Api::Latest => StatusCode::NO_CONTENT,
-                        Api::V1 => StatusCode::ACCEPTED,
-                    })
-                }
-                m if read_method(&m) => {
-                    if handle.user_in_group(&hub, &group, &user) {
-                        Ok(StatusCode::OK)
-                    } else {
-                        Err(ApiError::not_found(
-                            "Info.User.NotInGroup",
-                            format!("user `{user}` is not in group `{group}`"),
-                        ))
-                    }
-                }
-                _ => Err(no_route()),
+        Op::UserGroup {
+            membership,
+            user,
+            group,
+        } => match membership {
+            Membership::Add => {
+                let ttl = match param("ttl") {
+                    None | Some("") => None,
+                    Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
+                        RestFailure::bad_request("`ttl` must be a non-negative integer (seconds)")
+                    })?)),
+                };
+                handle.add_user_to_group(&hub, group, user, ttl);
+                Ok(by_api(StatusCode::OK, StatusCode::ACCEPTED))
             }
+            Membership::Remove => {
+                handle.remove_user_from_group(&hub, group, user);
+                Ok(by_api(StatusCode::NO_CONTENT, StatusCode::ACCEPTED))
+            }
+            Membership::Check => {
+                if handle.user_in_group(&hub, group, user) {
+                    Ok(StatusCode::OK)
+                } else {
+                    Err(RestFailure::not_found(
+                        "Info.User.NotInGroup",
+                        format!("user `{user}` is not in group `{group}`"),
+                    ))
+                }
+            }
+        },
+        Op::RemoveUserFromAllGroups(user) => {
+            handle.remove_user_from_all_groups(&hub, user);
+            Ok(by_api(StatusCode::NO_CONTENT, StatusCode::OK))
         }
-        (Method::DELETE, ["users", user, "groups"]) => {
-            handle.remove_user_from_all_groups(&hub, &name(user, names::user)?);
-            Ok(match api {
-                Api::Latest => StatusCode::NO_CONTENT,
-                Api::V1 => StatusCode::OK,
-            })
-        }
-        _ => Err(no_route()),
     }
 }
 
@@ -276,21 +417,21 @@ fn read_method(m: &Method) -> bool {
     *m == Method::GET || *m == Method::HEAD
 }
 
-fn no_route() -> ApiError {
-    ApiError {
+fn no_route() -> RestFailure {
+    RestFailure {
         status: StatusCode::NOT_FOUND,
         code: "Error.Request.NotFound",
         message: "no such REST API operation".into(),
     }
 }
 
-fn connection_not_found(code: &'static str, id: &str) -> ApiError {
-    ApiError::not_found(code, format!("connection `{id}` does not exist"))
+fn connection_not_found(code: &'static str, id: &str) -> RestFailure {
+    RestFailure::not_found(code, format!("connection `{id}` does not exist"))
 }
 
 /// A hub (and optional application) name checked by [`names`]; returns the lowercased
 /// table key.
-fn hub_name(hub: &str, application: Option<&str>) -> Result<String, ApiError> {
+fn hub_name(hub: &str, application: Option<&str>) -> Result<String, RestFailure> {
     names::hub(hub).map_err(invalid)?;
     match application.filter(|a| !a.is_empty()) {
         None => Ok(hub.to_ascii_lowercase()),
@@ -301,26 +442,14 @@ fn hub_name(hub: &str, application: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn invalid(e: names::NameError) -> ApiError {
-    ApiError::bad_request(e.to_string())
-}
-
-/// A group name checked by [`names::group`].
-fn group_name(group: &str) -> Result<String, ApiError> {
-    names::group(group).map_err(invalid)?;
-    Ok(group.to_string())
-}
-
-/// A user or connection id checked by `check`.
-fn name(value: &str, check: fn(&str) -> Result<(), names::NameError>) -> Result<String, ApiError> {
-    check(value).map_err(invalid)?;
-    Ok(value.to_string())
+fn invalid(e: names::NameError) -> RestFailure {
+    RestFailure::bad_request(e.to_string())
 }
 
 /// The send body: `{"target", "arguments"}` as JSON (default) or MessagePack
 /// (`application/x-msgpack`), or the .NET SDK's `application/octet-stream` map of
 /// pre-serialised frames (`{"json": bytes, "messagepack": bytes}`).
-fn payload(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
+fn payload(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), RestFailure> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -333,31 +462,31 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), Api
         }
         "application/octet-stream" => return pre_serialised(body),
         _ => serde_json::from_slice::<Value>(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?,
+            .map_err(|e| RestFailure::bad_request(format!("invalid JSON body: {e}")))?,
     };
     let target = value
         .get("target")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("`target` is required"))?
+        .ok_or_else(|| RestFailure::bad_request("`target` is required"))?
         .to_string();
     let arguments = match value.get("arguments") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err(ApiError::bad_request("`arguments` must be an array")),
+        Some(_) => return Err(RestFailure::bad_request("`arguments` must be an array")),
     };
     Ok((target, arguments))
 }
 
-fn read_msgpack(body: &[u8]) -> Result<rmpv::Value, ApiError> {
+fn read_msgpack(body: &[u8]) -> Result<rmpv::Value, RestFailure> {
     let mut cursor = std::io::Cursor::new(body);
     rmpv::decode::read_value_with_max_depth(&mut cursor, 64)
-        .map_err(|e| ApiError::bad_request(format!("invalid MessagePack body: {e}")))
+        .map_err(|e| RestFailure::bad_request(format!("invalid MessagePack body: {e}")))
 }
 
-fn pre_serialised(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
+fn pre_serialised(body: &[u8]) -> Result<(String, Vec<Value>), RestFailure> {
     let rmpv::Value::Map(entries) = read_msgpack(body)? else {
-        return Err(ApiError::bad_request(
+        return Err(RestFailure::bad_request(
             "expected a MessagePack map of frames",
         ));
     };
@@ -372,11 +501,11 @@ fn pre_serialised(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
     } else if let Some(mp) = frame("messagepack") {
         msgpack::decode_frame(&mp)
     } else {
-        return Err(ApiError::bad_request(
+        return Err(RestFailure::bad_request(
             "the frame map has neither `json` nor `messagepack`",
         ));
     }
-    .map_err(|e| ApiError::bad_request(format!("invalid pre-serialised frame: {e}")))?;
+    .map_err(|e| RestFailure::bad_request(format!("invalid pre-serialised frame: {e}")))?;
     messages
         .into_iter()
         .find_map(|m| match m {
@@ -385,7 +514,7 @@ fn pre_serialised(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
             } if !target.is_empty() => Some((target, arguments)),
             _ => None,
         })
-        .ok_or_else(|| ApiError::bad_request("the frame holds no invocation"))
+        .ok_or_else(|| RestFailure::bad_request("the frame holds no invocation"))
 }
 
 #[cfg(test)]
@@ -398,9 +527,108 @@ mod tests {
         assert_eq!(hub_name("Chat", Some("App")).unwrap(), "app_chat");
         assert!(hub_name("1chat", None).is_err());
         assert!(hub_name("ch at", None).is_err());
-        assert!(group_name("  ").is_err());
-        assert!(group_name(&"g".repeat(1025)).is_err());
-        assert!(group_name("g 1").is_ok());
+    }
+
+    #[test]
+    fn empty_segments_are_kept() {
+        assert_eq!(segments("/api"), Vec::<String>::new());
+        assert_eq!(segments("/api/"), Vec::<String>::new());
+        assert_eq!(segments("/api/v1/hubs/chat/"), ["v1", "hubs", "chat", ""]);
+        assert_eq!(
+            segments("/api/hubs/chat/users//:send"),
+            ["hubs", "chat", "users", "", ":send"]
+        );
+        assert_eq!(
+            segments("/api/hubs/chat/users/%2E"),
+            ["hubs", "chat", "users", "."]
+        );
+    }
+
+    /// The operation of `method path` with its names checked: `Err(message)` for a 400.
+    fn checked(method: Method, path: &str) -> Option<Result<(), String>> {
+        let rest: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        operation(&method, &rest).map(|op| op.check_names().map_err(|e| e.message))
+    }
+
+    #[test]
+    fn every_name_of_every_operation_is_checked() {
+        let err = |m: Method, p: &str| checked(m, p).and_then(Result::err).unwrap_or_default();
+        assert_eq!(err(Method::POST, "users//:send"), "user id is empty");
+        assert_eq!(err(Method::POST, "users/:send"), "user id is empty");
+        assert_eq!(err(Method::POST, "users/ "), "user id is only whitespace");
+        assert_eq!(
+            err(Method::POST, "groups/./:send"),
+            "group name `.` cannot be used in a URL path"
+        );
+        assert_eq!(
+            err(Method::POST, "connections/:send"),
+            "connection id is empty"
+        );
+        assert_eq!(
+            err(Method::POST, "users/ /:closeConnections"),
+            "user id is only whitespace"
+        );
+        assert_eq!(
+            err(Method::POST, "groups//:closeConnections"),
+            "group name is empty"
+        );
+        assert_eq!(
+            err(Method::GET, "connections/.."),
+            "connection id `..` cannot be used in a URL path"
+        );
+        assert_eq!(
+            err(Method::DELETE, "connections/ "),
+            "connection id is only whitespace"
+        );
+        assert_eq!(
+            err(Method::DELETE, "connections//groups"),
+            "connection id is empty"
+        );
+        assert_eq!(
+            err(Method::HEAD, "groups/\t"),
+            "group name is only whitespace"
+        );
+        assert_eq!(
+            err(Method::PUT, "groups/g/connections/"),
+            "connection id is empty"
+        );
+        assert_eq!(
+            err(Method::DELETE, "connections/c/groups/"),
+            "group name is empty"
+        );
+        assert_eq!(err(Method::GET, "users/"), "user id is empty");
+        assert_eq!(err(Method::PUT, "users//groups/g"), "user id is empty");
+        assert_eq!(
+            err(Method::DELETE, "groups/g/users/."),
+            "user id `.` cannot be used in a URL path"
+        );
+        assert_eq!(err(Method::GET, "users/u/groups/"), "group name is empty");
+        assert_eq!(err(Method::DELETE, "users//groups"), "user id is empty");
+        assert!(
+            err(Method::POST, &format!("groups/{}", "g".repeat(1025))).contains("longer than 1024")
+        );
+        // Good names pass; unknown shapes stay unknown (404), whatever their names.
+        for (m, p) in [
+            (Method::POST, ""),
+            (Method::POST, ":send"),
+            (Method::POST, "users/a b/:send"),
+            (Method::PUT, "connections/c/groups/g 1"),
+            (Method::GET, "users/u/groups/g"),
+        ] {
+            assert_eq!(checked(m.clone(), p), Some(Ok(())), "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::POST, "users"),
+            (Method::GET, "users//x/y"),
+            (Method::PATCH, "users/u/groups/g"),
+            (Method::POST, "nope/x"),
+        ] {
+            assert_eq!(checked(m.clone(), p), None, "{m} {p}");
+        }
     }
 
     #[test]

@@ -153,12 +153,17 @@ pub const PROCESS_FAMILIES: &[&str] = &[
 ];
 
 /// Families of the embedded service (`service/`), described by the service itself.
-pub const SERVICE_FAMILIES: &[&str] = &[
-    "herald_connections",
-    "herald_service_connections",
-    "herald_service_messages_total",
-    "herald_service_slow_consumers_total",
-];
+pub const SERVICE_FAMILIES: &[&str] = {
+    use crate::service::metrics as s;
+    &[
+        s::CONNECTIONS_BY_HUB,
+        s::CONNECTIONS,
+        s::MESSAGES,
+        s::DELIVERIES,
+        s::DROPPED,
+        s::SLOW_CONSUMERS,
+    ]
+};
 
 /// Every family name a scrape may show (for dashboards and their test).
 pub fn names() -> impl Iterator<Item = &'static str> {
@@ -192,8 +197,7 @@ pub fn describe() {
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     process_collector().describe();
-    // MERGE: enable once `src/service/metrics.rs` (the service helper's branch) is merged.
-    // crate::service::metrics::describe();
+    crate::service::metrics::describe();
 }
 
 /// Families labelled by config names, at zero for the names `cfg` declares: called at start

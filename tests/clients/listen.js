@@ -3,10 +3,12 @@
 // targets and prints one JSON line per event on stdout:
 //   {"event":"connected","connectionId":"..."}  {"event":"message","target":"...","args":[...]}
 //   {"event":"closed","error":"..."}            {"event":"error","error":"..."}
+// and, with --trace-received, {"event":"received","at":MILLIS} each time the transport
+// receives data (Pings included), so a test can see how long the server stayed silent.
 //
 // usage: node listen.js --url URL [--transport WebSockets|ServerSentEvents|LongPolling]
 //          [--protocol json|messagepack] [--target NAME]... [--token JWT] [--count N]
-//          [--header NAME=VALUE]... [--reconnect]
+//          [--header NAME=VALUE]... [--reconnect] [--trace-received]
 "use strict";
 const signalR = require("@microsoft/signalr");
 const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
@@ -23,6 +25,7 @@ function parseArgs(argv) {
     else if (a === "--token") opts.token = next();
     else if (a === "--count") opts.count = Number(next());
     else if (a === "--reconnect") opts.reconnect = true;
+    else if (a === "--trace-received") opts.traceReceived = true;
     else if (a === "--header") {
       const [k, ...v] = next().split("=");
       opts.headers[k] = v.join("=");
@@ -44,9 +47,20 @@ async function main() {
     headers: opts.headers,
   };
   if (opts.token) httpOptions.accessTokenFactory = () => opts.token;
+  // Warnings and errors go to stderr as with LogLevel.Warning; the transports' Trace line
+  // "data received" becomes a "received" event when asked for.
+  const logger = {
+    log(level, message) {
+      if (level >= signalR.LogLevel.Warning && level !== signalR.LogLevel.None) {
+        console.error(`[${signalR.LogLevel[level]}] ${message}`);
+      } else if (opts.traceReceived && level === signalR.LogLevel.Trace && message.includes("data received")) {
+        emit({ event: "received", at: Date.now() });
+      }
+    },
+  };
   let builder = new signalR.HubConnectionBuilder()
     .withUrl(opts.url, httpOptions)
-    .configureLogging(signalR.LogLevel.Warning);
+    .configureLogging(logger);
   if (opts.protocol === "messagepack") builder = builder.withHubProtocol(new MessagePackHubProtocol());
   if (opts.reconnect) builder = builder.withAutomaticReconnect([0, 500, 1000]);
   const connection = builder.build();
