@@ -340,13 +340,13 @@ async fn status_route_errors() {
         rec.sends()
     );
 
-    // The service refuses everything: 503 with Retry-After, after retries.
+    // The service refuses everything: the message is still accepted (it is stored), and
+    // retried until the service takes it.
     rec.respond_with(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
     let r = post("/api/small").json(&json!({})).send().await.unwrap();
-    assert!(r.headers().contains_key("retry-after"));
-    let (s, _) = error_of(r).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(rec.sends().len() >= 2, "retried: {}", rec.sends().len());
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let sends = rec.wait_for(2, Duration::from_secs(10)).await;
+    assert!(sends.len() >= 2, "retried: {}", sends.len());
 }
 
 #[tokio::test]
@@ -626,7 +626,7 @@ async fn logs_never_contain_secrets() {
         "the log was captured: {logs}"
     );
     assert!(
-        logs.contains("could not be delivered"),
+        logs.contains("the service did not take the message"),
         "failures were logged: {logs}"
     );
     for secret in [ACCESS_KEY, KEY, access_token.as_str()]
@@ -641,90 +641,113 @@ async fn logs_never_contain_secrets() {
     );
 }
 
-/// A 503 for a failed delivery: `{error, detail}` says when to retry, with `Retry-After`,
-/// and nothing in the status line, headers or body names the service's address, port or key.
-/// The full cause is logged once, at warn, with the request id the caller was given.
-fn assert_503_names_nothing_internal(
-    status: StatusCode,
+/// The outbox's warn line for message `id`, once the service refused it.
+async fn retry_warning(d: &Daemon, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = d
+            .logs_with("outbox: the service did not take the message; retrying")
+            .into_iter()
+            .filter(|l| l["id"] == id)
+            .collect();
+        if let Some(line) = lines.first() {
+            assert_eq!(line["level"], "WARN");
+            return line.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry warning for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The 202 a caller gets names nothing of the service: only the message id.
+fn assert_accepted_names_nothing_internal(
     headers: &reqwest::header::HeaderMap,
     body: &str,
-    service_port: u16,
-    retry_after: &str,
-) {
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    port: u16,
+) -> String {
     let v: Value = serde_json::from_str(body).expect("JSON body");
-    assert_eq!(v["error"], "service_unavailable", "{body}");
-    assert_eq!(
-        v["detail"],
-        format!("the SignalR service is unavailable; retry after {retry_after} s"),
-        "{body}"
-    );
-    assert_eq!(headers["retry-after"], retry_after);
+    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{body}");
     let mut shown = body.to_string();
     for (name, value) in headers {
         shown.push_str(&format!("\n{name}: {}", value.to_str().unwrap_or("")));
     }
     for secret in [
         "127.0.0.1",
-        "localhost",
-        &service_port.to_string(),
+        &port.to_string(),
         ACCESS_KEY,
         "http://",
         "/api/hubs",
     ] {
-        assert!(!shown.contains(secret), "the 503 shows `{secret}`: {shown}");
+        assert!(
+            !shown.contains(secret),
+            "the answer shows `{secret}`: {shown}"
+        );
     }
-}
-
-/// The one warn line of the failed delivery for request `id`, with its full cause.
-fn delivery_warning(d: &Daemon, id: &str) -> Value {
-    let lines: Vec<Value> = d
-        .logs_with("message could not be delivered")
-        .into_iter()
-        .filter(|l| l["span"]["request_id"] == id)
-        .collect();
-    assert_eq!(lines.len(), 1, "one warn line for request {id}: {lines:?}");
-    assert_eq!(lines[0]["level"], "WARN");
-    lines[0].clone()
+    v["id"].as_str().expect("id").to_string()
 }
 
 #[tokio::test]
-async fn delivery_failure_is_a_503_that_names_nothing_internal() {
+async fn a_refusing_service_does_not_fail_the_route_and_gets_the_message_when_it_recovers() {
     let (rec, d) = start("").await;
     let http = reqwest::Client::new();
-    let post = || {
-        http.post(d.url("/api/status"))
-            .header("X-API-Key", KEY)
-            .json(&json!({}))
-    };
-
-    // The service answers 500 without Retry-After: herald suggests its default.
     rec.respond_with(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-    let r = post().send().await.unwrap();
-    let (status, headers) = (r.status(), r.headers().clone());
-    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    let r = http
+        .post(d.url("/api/status"))
+        .header("X-API-Key", KEY)
+        .json(&json!({"status": "Degraded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let headers = r.headers().clone();
     let body = r.text().await.unwrap();
-    assert_503_names_nothing_internal(status, &headers, &body, rec.addr.port(), "5");
-    let line = delivery_warning(&d, &id);
-    let cause = line["error"].as_str().unwrap();
-    assert!(cause.contains("HTTP 500"), "the log has the cause: {line}");
-
-    // The service answers 503 with Retry-After (both forms): its wish is passed on.
-    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
-    rec.script(
-        std::iter::repeat_n(support::reply(503).header("retry-after", "1"), 3)
-            .chain([support::reply(503).header("retry-after", &later)]),
+    let id = assert_accepted_names_nothing_internal(&headers, &body, rec.addr.port());
+    let line = retry_warning(&d, &id).await;
+    assert!(
+        line["error"].as_str().unwrap().contains("HTTP 500"),
+        "the log has the cause: {line}"
     );
-    let r = post().send().await.unwrap();
-    let (status, headers) = (r.status(), r.headers().clone());
-    let body = r.text().await.unwrap();
-    let secs: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((25..=30).contains(&secs), "Retry-After {secs}");
-    assert_503_names_nothing_internal(status, &headers, &body, rec.addr.port(), &secs.to_string());
+    // The service recovers: the waiting message goes out.
+    rec.respond_with(reqwest::StatusCode::ACCEPTED);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let health: Value = http
+            .get(d.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["outbox"]["depth"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox not drained: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let attempts = rec
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.headers
+                .get("x-herald-message-id")
+                .is_some_and(|v| v == id.as_str())
+        })
+        .count();
+    assert!(
+        attempts >= 2,
+        "retried with the same message id: {attempts}"
+    );
 }
 
 #[tokio::test]
-async fn unreachable_service_is_a_503_that_names_nothing_internal() {
+async fn an_unreachable_service_does_not_fail_the_route_and_the_log_has_the_cause() {
     herald::install_crypto();
     // A port nobody listens on.
     let port = support::free_port();
@@ -742,14 +765,14 @@ async fn unreachable_service_is_a_503_that_names_nothing_internal() {
         .send()
         .await
         .unwrap();
-    let (status, headers) = (r.status(), r.headers().clone());
-    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let headers = r.headers().clone();
     let body = r.text().await.unwrap();
-    assert_503_names_nothing_internal(status, &headers, &body, port, "5");
-    let line = delivery_warning(&d, &id);
+    let id = assert_accepted_names_nothing_internal(&headers, &body, port);
+    let line = retry_warning(&d, &id).await;
     let cause = line["error"].as_str().unwrap();
     assert!(
-        cause.contains("could not connect") && cause.contains(&port.to_string()),
+        cause.contains(&port.to_string()),
         "the log has the full cause, address included: {line}"
     );
     assert!(!cause.contains(ACCESS_KEY), "{line}");

@@ -227,14 +227,28 @@ async fn metrics_are_prometheus_text_and_count_what_was_sent() {
         client.wait_for(Duration::from_secs(10), |v| v["args"] == json!(["s4"]))
     });
 
-    let r = http.get(d.url("/metrics")).send().await.unwrap();
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    let samples = parse_prometheus(&r.text().await.unwrap());
+    // The outbox counts a send once the service answered, which can be just after the
+    // client saw it: scrape until the fifth send is counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let r = http.get(d.url("/metrics")).send().await.unwrap();
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let samples = parse_prometheus(&r.text().await.unwrap());
+        let sent: f64 = samples
+            .iter()
+            .filter(|(n, l, _)| n == "herald_messages_total" && l.contains("outcome=\"sent\""))
+            .map(|(_, _, v)| v)
+            .sum();
+        if sent >= 5.0 || std::time::Instant::now() > deadline {
+            break samples;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let value = |name: &str, must: &[&str]| -> f64 {
         samples
             .iter()

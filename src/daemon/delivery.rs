@@ -45,7 +45,7 @@ impl DeliveryError {
 }
 
 /// `error` and every cause under it, joined with `: ` (for the log line only).
-fn full_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn full_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {

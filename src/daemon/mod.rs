@@ -200,12 +200,12 @@ pub async fn run_with_control(
     let deliveries = tokio::spawn(outbox::run(
         outbox.clone(),
         rest.clone(),
-        Arc::new(move |hub: &str| {
+        Arc::new(move || {
             let cfg = history_live.current();
             cfg.hubs
                 .values()
-                .find(|h| h.name.eq_ignore_ascii_case(hub))
-                .and_then(|h| h.history)
+                .filter_map(|h| Some((h.name.to_ascii_lowercase(), h.history?)))
+                .collect()
         }),
         shutdown.clone(),
     ));

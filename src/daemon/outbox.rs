@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::signalr::rest::{RestClient, RestError};
 use crate::store::{Accept, Accepted, HistoryPolicy, Pending, Store, StoreError};
+use crate::telemetry::metrics as m;
 
 /// Messages read from the store per round.
 const ROUND: u32 = 512;
@@ -25,6 +26,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// How often the worker looks at the store without being woken (a safety net).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the outbox and history gauges are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(2);
 
 /// Wakes the worker when something was stored. Cheap to clone.
 #[derive(Clone, Default)]
@@ -75,8 +78,9 @@ impl Outbox {
     }
 }
 
-/// What the worker reads from the live config: each hub's history policy.
-pub type HistoryPolicies = Arc<dyn Fn(&str) -> Option<HistoryPolicy> + Send + Sync>;
+/// What the worker reads from the live config: the hubs that keep history, by lowercased
+/// name, with their policy.
+pub type HistoryPolicies = Arc<dyn Fn() -> BTreeMap<String, HistoryPolicy> + Send + Sync>;
 
 /// What became of one round.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -84,6 +88,8 @@ struct Round {
     delivered: usize,
     /// Some hub stopped at a message the service did not take (it is retried).
     failed: bool,
+    /// The longest wait the service asked for (`Retry-After`), if any.
+    retry_after: Option<Duration>,
 }
 
 /// Deliver until `shutdown`. Returns when shutdown is requested; an undelivered message stays
@@ -96,9 +102,14 @@ pub async fn run(
 ) {
     let Outbox { store, signal } = outbox;
     let mut backoff = BACKOFF_MIN;
+    let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = std::time::Instant::now();
+            publish_stats(&store, history().keys()).await;
         }
         let batch = match store.pending(0, ROUND).await {
             Ok(batch) => batch,
@@ -120,7 +131,10 @@ pub async fn run(
         }
         let round = deliver_round(&store, &rest, &history, batch, &shutdown).await;
         if round.failed {
-            if pause(backoff, &signal, &shutdown, false).await {
+            let wait = round
+                .retry_after
+                .map_or(backoff, |asked| asked.min(BACKOFF_MAX).max(backoff));
+            if pause(wait, &signal, &shutdown, false).await {
                 return;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -160,8 +174,9 @@ async fn deliver_round(
             .or_default()
             .push(p);
     }
+    let policies = history();
     let hubs = by_hub.into_iter().map(|(hub, messages)| {
-        let policy = history(&hub);
+        let policy = policies.get(&hub).copied();
         async move {
             let mut round = Round::default();
             for p in messages {
@@ -171,8 +186,9 @@ async fn deliver_round(
                 }
                 match send(store, rest, &p, policy).await {
                     Sent::Delivered => round.delivered += 1,
-                    Sent::Retry => {
+                    Sent::Retry(asked) => {
                         round.failed = true;
+                        round.retry_after = asked;
                         break;
                     }
                 }
@@ -184,12 +200,14 @@ async fn deliver_round(
     Round {
         delivered: rounds.iter().map(|r| r.delivered).sum(),
         failed: rounds.iter().any(|r| r.failed),
+        retry_after: rounds.iter().filter_map(|r| r.retry_after).max(),
     }
 }
 
 enum Sent {
     Delivered,
-    Retry,
+    /// Not taken; the service's `Retry-After`, when it sent one.
+    Retry(Option<Duration>),
 }
 
 async fn send(
@@ -200,40 +218,59 @@ async fn send(
 ) -> Sent {
     let started = std::time::Instant::now();
     let result = rest.send_with_id(&p.message, Some(&p.id)).await;
-    metrics::histogram!("herald_rest_request_seconds", "operation" => "send")
+    metrics::histogram!(m::REST_REQUEST_DURATION, "operation" => "send")
         .record(started.elapsed().as_secs_f64());
     let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
     match result {
         Ok(()) => {
-            metrics::counter!("herald_messages_total", "hub" => p.message.hub.clone(),
+            metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
                 "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
             .increment(1);
             if let Err(error) = store.delivered(p.seq, policy).await {
                 // Sent, but still in the outbox: sent again later (and dropped as a repeat by
                 // the embedded service).
                 tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
-                return Sent::Retry;
+                return Sent::Retry(None);
             }
             Sent::Delivered
         }
         Err(error) if permanent(&error) => {
             // The service will never take it: keep the rest flowing, and say so loudly.
-            tracing::error!(id = %p.id, source = %p.source, hub = %p.message.hub, %error,
+            let cause = crate::daemon::delivery::full_cause(&error);
+            tracing::error!(id = %p.id, source = %p.source, hub = %p.message.hub, error = %cause,
                 "outbox: the service refused the message for good; dropped");
-            metrics::counter!("herald_messages_total", "hub" => p.message.hub.clone(),
+            metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
                 "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "refused")
             .increment(1);
-            metrics::counter!("herald_outbox_dropped_total").increment(1);
+            metrics::counter!(m::OUTBOX_DROPPED).increment(1);
             match store.delivered(p.seq, None).await {
                 Ok(()) => Sent::Delivered,
-                Err(_) => Sent::Retry,
+                Err(_) => Sent::Retry(None),
             }
         }
         Err(error) => {
-            tracing::warn!(id = %p.id, hub = %p.message.hub, %error,
+            let cause = crate::daemon::delivery::full_cause(&error);
+            tracing::warn!(id = %p.id, hub = %p.message.hub, error = %cause,
                 "outbox: the service did not take the message; retrying");
-            metrics::counter!("herald_outbox_retries_total").increment(1);
-            Sent::Retry
+            metrics::counter!(m::OUTBOX_RETRIES).increment(1);
+            Sent::Retry(error.retry_after())
+        }
+    }
+}
+
+/// Refresh the outbox gauges, and the history size of `hubs`.
+async fn publish_stats(store: &Store, hubs: impl Iterator<Item = &String>) {
+    if let Ok(stats) = store.outbox_stats().await {
+        metrics::gauge!(m::OUTBOX_DEPTH).set(stats.depth as f64);
+        let age = stats
+            .oldest_ms
+            .map(|t| (crate::store::now_ms() - t).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(age);
+    }
+    for hub in hubs {
+        if let Ok(n) = store.history_len(hub).await {
+            metrics::gauge!(m::HISTORY_MESSAGES, "hub" => hub.clone()).set(n as f64);
         }
     }
 }
@@ -334,7 +371,7 @@ mod tests {
         let worker = tokio::spawn(run(
             Outbox::new(store.clone()),
             client(addr),
-            Arc::new(move |_| Some(policy)),
+            Arc::new(move || BTreeMap::from([("hub".to_string(), policy)])),
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -39,9 +39,44 @@ pub const SCHEDULE_MISSES: &str = "herald_schedule_misses_total";
 pub const SCHEDULE_NEXT_FIRE: &str = "herald_schedule_next_fire_timestamp_seconds";
 pub const SCHEDULE_LAST_FIRE: &str = "herald_schedule_last_fire_timestamp_seconds";
 pub const SCHEDULE_FIRE_LAG: &str = "herald_schedule_fire_lag_seconds";
+pub const OUTBOX_DEPTH: &str = "herald_outbox_depth";
+pub const OUTBOX_OLDEST_AGE: &str = "herald_outbox_oldest_age_seconds";
+pub const OUTBOX_RETRIES: &str = "herald_outbox_retries_total";
+pub const OUTBOX_DROPPED: &str = "herald_outbox_dropped_total";
+pub const HISTORY_MESSAGES: &str = "herald_history_messages";
 
 /// The daemon's families (the embedded service describes its own, see `describe`).
 pub const FAMILIES: &[Family] = &[
+    Family {
+        name: OUTBOX_DEPTH,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Accepted messages stored and not yet taken by the SignalR service.",
+    },
+    Family {
+        name: OUTBOX_OLDEST_AGE,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Seconds since the oldest message still in the outbox was accepted (0 when empty).",
+    },
+    Family {
+        name: OUTBOX_RETRIES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Sends from the outbox that the SignalR service did not take and that are retried.",
+    },
+    Family {
+        name: OUTBOX_DROPPED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Messages the SignalR service refused for good (e.g. over its size limit), dropped from the outbox.",
+    },
+    Family {
+        name: HISTORY_MESSAGES,
+        kind: Kind::Gauge,
+        labels: &["hub"],
+        help: "Messages kept in a hub's history.",
+    },
     Family {
         name: BUILD_INFO,
         kind: Kind::Gauge,

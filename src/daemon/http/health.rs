@@ -29,6 +29,20 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         },
         "restart_required": restart_required,
     });
+    // The backlog: while the service is away the outbox absorbs what is accepted, which is
+    // herald doing its job (so not unready), but worth seeing.
+    match state.outbox.store().outbox_stats().await {
+        Ok(stats) => {
+            let age = stats
+                .oldest_ms
+                .map(|t| (crate::store::now_ms() - t).max(0) as f64 / 1000.0);
+            body["outbox"] = json!({ "depth": stats.depth, "oldest_age_seconds": age });
+        }
+        Err(e) => {
+            body["status"] = json!("degraded");
+            body["reason"] = json!(format!("the state database does not answer: {e}"));
+        }
+    }
     if let Some(r) = reload.as_ref().filter(|r| r.rejected()) {
         body["status"] = json!("degraded");
         body["reason"] = json!(format!(
