@@ -612,7 +612,15 @@ async fn logs_never_contain_secrets() {
         .map(|r| r.bearer())
         .collect();
     assert!(!rest_tokens.is_empty());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The outbox logs its retry after the REST client's own retries: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d
+        .logs_with("outbox: the service did not take the message; retrying")
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no retry was logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let logs = d
         .logs
         .lock()

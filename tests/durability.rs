@@ -152,7 +152,7 @@ async fn accepted_messages_survive_a_frozen_service_and_a_killed_herald_exactly_
     let _daemon = Daemon::start(&config, &[]);
 
     let got = received(&mut client, accepted.len(), Duration::from_secs(60));
-    let expected: Vec<Value> = accepted.iter().map(|n| json!(n.to_string())).collect();
+    let expected: Vec<Value> = accepted.iter().map(|n| json!(n)).collect();
     assert_eq!(
         got.len(),
         expected.len(),
@@ -215,7 +215,7 @@ async fn a_repeated_idempotency_key_answers_the_first_id_and_sends_once() {
     let got = received(&mut client, 2, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     let got_after = client.messages();
-    assert_eq!(got, vec![json!("1"), json!("3")]);
+    assert_eq!(got, vec![json!(1), json!(3)]);
     assert_eq!(got_after.len(), 2, "the repeat was never sent");
 
     let bad = http
