@@ -478,9 +478,12 @@ async fn health_ready_and_cors() {
             .iter()
             .any(|r| r.method == reqwest::Method::HEAD && r.path == "/api/health")
     );
+    // An unhealthy service does not make herald unready: the outbox keeps what is accepted.
     rec.respond_with(reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let r = http.get(d.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status(), StatusCode::OK);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["service"]["healthy"], false, "{ready}");
     // No CORS origins configured: no CORS headers.
     let r = http
         .post(d.url("/api/negotiate"))

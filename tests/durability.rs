@@ -354,3 +354,62 @@ async fn a_retained_status_is_answered_on_get_and_survives_a_restart() {
         .unwrap();
     assert_eq!(after, now, "the same status after a restart");
 }
+
+#[test]
+fn a_corrupt_state_database_is_a_startup_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("herald.db");
+    std::fs::write(&db, vec![0x5au8; 16 * 1024]).unwrap();
+    let config = dir.path().join("notifications.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "http:\n  listen: 127.0.0.1:0\nsignalr:\n  embedded:\n    listen: 127.0.0.1:0\nstate:\n  dir: {}\nhubs:\n  notifications: {{}}\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["run", "--no-watch", "-c"])
+        .arg(&config)
+        .env("XDG_STATE_HOME", dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run herald");
+    assert!(
+        !out.status.success(),
+        "herald must not start on a corrupt store"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&db.display().to_string()),
+        "the error names the file: {stderr}"
+    );
+    assert!(
+        std::fs::read(&db).unwrap() == vec![0x5au8; 16 * 1024],
+        "the file is left as it was"
+    );
+}
+
+#[tokio::test]
+async fn templates_see_the_message_id_the_caller_gets() {
+    let config = embedded_config("    {}", "").replace(
+        "    arguments: [\"{{ n }}\"]\n",
+        "    arguments: [\"{{ n }}\", \"{{ id }}\"]\n",
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let mut client = ClientProcess::js(&["--url", &daemon.url("/api")]);
+    client.connected();
+    let r = post(
+        &reqwest::Client::new(),
+        &daemon.url("/api/status"),
+        json!({"n": 7}),
+    )
+    .await
+    .unwrap();
+    let id: Value = r.json().await.unwrap();
+    let m = client.message("statusUpdate", Duration::from_secs(10));
+    assert_eq!(m["args"], json!([7, id["id"]]));
+}

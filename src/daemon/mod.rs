@@ -207,6 +207,10 @@ pub async fn run_with_control(
                 .filter_map(|h| Some((h.name.to_ascii_lowercase(), h.history?)))
                 .collect()
         }),
+        {
+            let live = live.clone();
+            Arc::new(move || live.current().state.idempotency_window)
+        },
         shutdown.clone(),
     ));
     let scheduler = tokio::spawn(schedule::run(

@@ -78,6 +78,11 @@ impl Outbox {
     }
 }
 
+/// How often old idempotency keys and fire records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Fire records are kept this long (longer than any catch-up after a restart).
+const FIRES_KEPT: Duration = Duration::from_secs(86_400);
+
 /// What the worker reads from the live config: the hubs that keep history, by lowercased
 /// name, with their policy.
 pub type HistoryPolicies = Arc<dyn Fn() -> BTreeMap<String, HistoryPolicy> + Send + Sync>;
@@ -98,14 +103,22 @@ pub async fn run(
     outbox: Outbox,
     rest: RestClient,
     history: HistoryPolicies,
+    idempotency_window: Arc<dyn Fn() -> Duration + Send + Sync>,
     shutdown: CancellationToken,
 ) {
     let Outbox { store, signal } = outbox;
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
+    let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            if let Err(error) = store.prune(idempotency_window(), FIRES_KEPT).await {
+                tracing::warn!(%error, "outbox: pruning old idempotency keys failed");
+            }
         }
         if last_stats.elapsed() >= STATS_EVERY {
             last_stats = std::time::Instant::now();
@@ -372,6 +385,7 @@ mod tests {
             Outbox::new(store.clone()),
             client(addr),
             Arc::new(move || BTreeMap::from([("hub".to_string(), policy)])),
+            Arc::new(|| Duration::from_secs(60)),
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -34,11 +34,13 @@ pub fn render_schedule(
     cfg: &Config,
     name: &str,
     at: DateTime<Utc>,
+    id: &str,
 ) -> Option<Result<Message, TemplateError>> {
     let s = cfg.schedules.get(name)?;
     let vars = serde_json::json!({
         "now": at.to_rfc3339_opts(SecondsFormat::Millis, true),
         "schedule": name,
+        "id": id,
     });
     Some(render_message(&s.hub, &s.template, s.to.as_ref(), &vars))
 }
@@ -198,7 +200,8 @@ fn fire(
     metrics::gauge!(m::SCHEDULE_LAST_FIRE, "schedule" => name.to_string()).set(unix_seconds(at));
     metrics::histogram!(m::SCHEDULE_FIRE_LAG, "schedule" => name.to_string())
         .record(lag.as_secs_f64());
-    let message = match render_schedule(cfg, name, at) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let message = match render_schedule(cfg, name, at, &id) {
         Some(Ok(m)) => m,
         Some(Err(e)) => {
             tracing::error!(schedule = %name, error = %e, at = %e.at, "schedule template failed to render");
@@ -215,7 +218,7 @@ fn fire(
     let source = format!("schedule:{name}");
     let accept = Accept {
         messages: vec![NewMessage {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             retain: retain.then(|| RetainKey {
                 source: source.clone(),
                 key: String::new(),
@@ -317,13 +320,13 @@ mod tests {
         let c = cfg(&format!(
             "{BASE}schedules:\n  s: {{cron: '* * * * * *', hub: h, template: t}}\n"
         ));
-        let m = render_schedule(&c, "s", utc("2026-01-01T10:00:07Z"))
+        let m = render_schedule(&c, "s", utc("2026-01-01T10:00:07Z"), "m1")
             .unwrap()
             .unwrap();
         assert_eq!(
             m.arguments,
             vec![serde_json::json!("2026-01-01T10:00:07.000Z")]
         );
-        assert!(render_schedule(&c, "nope", Utc::now()).is_none());
+        assert!(render_schedule(&c, "nope", Utc::now(), "m1").is_none());
     }
 }

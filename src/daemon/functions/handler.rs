@@ -354,6 +354,7 @@ pub async fn invoke(
                         params: request_parts.params,
                         query: request_parts.query,
                         headers: &request_parts.headers,
+                        id: uuid::Uuid::now_v7().to_string(),
                     };
                     let limit = cfg.http.body_limit;
                     let body = async move {
@@ -385,7 +386,7 @@ pub async fn invoke(
             if past_due == Some(true) {
                 logs.push(format!("schedule {name}: the timer is past due"));
             }
-            let message = match render_schedule(cfg, name, at) {
+            let message = match render_schedule(cfg, name, at, &uuid::Uuid::now_v7().to_string()) {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::error!(schedule = %name, error = %e, at = %e.at, "schedule template failed to render");
@@ -442,7 +443,7 @@ async fn route_invocation(
         .delivery
         .hand_on(&message, "route", &route.name, outputs)
         .await?;
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = &request.id;
     match handed {
         HandedOn::Sent => logs.push(format!("{line}, sent (id {id})")),
         HandedOn::ToBinding => logs.push(format!("{line} (id {id})")),

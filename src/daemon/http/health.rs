@@ -1,7 +1,8 @@
 //! `/healthz` (liveness and config state: `degraded` with a reason while the last reload is
-//! rejected, and the restart-only keys pending), `/readyz` (config loaded and the SignalR
-//! service's health endpoint answers; a rejected reload does not make it unready, the old
-//! config serves) and `/metrics` (Prometheus text format, process metrics read at scrape).
+//! rejected, the restart-only keys pending, the outbox backlog), `/readyz` (config loaded and
+//! the state database answers; the SignalR service's health is reported, not required, and a
+//! rejected reload does not make it unready, the old config serves) and `/metrics`
+//! (Prometheus text format, process metrics read at scrape).
 
 use std::time::Duration;
 
@@ -56,17 +57,32 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(body).into_response()
 }
 
+/// Ready while herald can accept messages: the config is loaded and the state database
+/// answers. The SignalR service's health is reported but does not make herald unready: while
+/// the service is away the outbox keeps what is accepted and delivers it when it is back, which
+/// is herald doing its job; taking herald out of a load balancer then would lose statuses.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(3), state.rest.health()).await {
-        Ok(Ok(())) => Json(json!({"ready": true})).into_response(),
-        Ok(Err(e)) => (
+    let service = match tokio::time::timeout(Duration::from_secs(3), state.rest.health()).await {
+        Ok(Ok(())) => json!({"healthy": true}),
+        Ok(Err(e)) => {
+            json!({"healthy": false, "detail": format!("SignalR service health check failed: {e}")})
+        }
+        Err(_) => json!({"healthy": false, "detail": "SignalR service health check timed out"}),
+    };
+    match state.outbox.store().outbox_stats().await {
+        Ok(stats) => Json(json!({
+            "ready": true,
+            "service": service,
+            "outbox": { "depth": stats.depth },
+        }))
+        .into_response(),
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "detail": format!("SignalR service health check failed: {e}")})),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "detail": "SignalR service health check timed out"})),
+            Json(json!({
+                "ready": false,
+                "detail": format!("the state database does not answer: {e}"),
+                "service": service,
+            })),
         )
             .into_response(),
     }

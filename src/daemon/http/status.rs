@@ -36,6 +36,8 @@ pub struct RouteRequest<'a> {
     pub query: HashMap<String, String>,
     /// Request headers (credentials are checked here and hidden from templates).
     pub headers: &'a HeaderMap,
+    /// The message id the caller will be given; templates see it as `id`.
+    pub id: String,
 }
 
 /// Handle one request for route `index` of `cfg`.
@@ -56,6 +58,7 @@ pub async fn handle(
         params,
         query,
         headers,
+        id: uuid::Uuid::now_v7().to_string(),
     };
     let limit = cfg.http.body_limit;
     let body = async move {
@@ -65,7 +68,16 @@ pub async fn handle(
     };
     let message = render_route(route, &request, body).await?;
     let idempotency_key = idempotency_key(headers)?;
-    accept_route(state, cfg, route, message, uri.path(), idempotency_key).await
+    accept_route(
+        state,
+        cfg,
+        route,
+        message,
+        request.id,
+        uri.path(),
+        idempotency_key,
+    )
+    .await
 }
 
 /// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters.
@@ -91,12 +103,12 @@ async fn accept_route(
     cfg: &Config,
     route: &Route,
     message: Message,
+    id: String,
     path: &str,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
     crate::signalr::rest::check_sendable(&message)
         .map_err(|e| ApiError::from(crate::daemon::delivery::DeliveryError::from_rest(e)))?;
-    let id = uuid::Uuid::now_v7().to_string();
     let source = format!("route:{}", route.name);
     let answer = json!({ "id": id });
     let accept = Accept {
@@ -155,7 +167,7 @@ pub async fn render_route(
     check_auth(route, request.headers)?;
     let bytes = body.await?;
     let fields = parse_body(&bytes, request.headers)?;
-    let vars = variables(fields, &request.params, &request.query, request.headers);
+    let vars = variables(fields, request);
     render_message(&route.hub, &route.template, route.to.as_ref(), &vars).map_err(|e| {
         let at = if e.at.is_empty() {
             String::new()
@@ -241,14 +253,10 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Template variables: the body's fields, then `params`, `query`, `headers` and `now` (these
+/// Template variables: the body's fields, then `params`, `query`, `headers`, `now` and `id` (these
 /// names win over body fields of the same name).
-fn variables(
-    mut fields: Map<String, Value>,
-    params: &BTreeMap<String, String>,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Value {
+fn variables(mut fields: Map<String, Value>, request: &RouteRequest<'_>) -> Value {
+    let (params, query, headers) = (&request.params, &request.query, request.headers);
     let mut header_map = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
@@ -263,5 +271,6 @@ fn variables(
     fields.insert("query".into(), json!(query));
     fields.insert("headers".into(), Value::Object(header_map));
     fields.insert("now".into(), Value::String(crate::daemon::now_rfc3339()));
+    fields.insert("id".into(), Value::String(request.id.clone()));
     Value::Object(fields)
 }
