@@ -204,3 +204,67 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize, column: usize) -> Origin {
+        Origin::File {
+            path: "f.yaml".into(),
+            line,
+            column,
+        }
+    }
+
+    #[test]
+    fn render_caps_the_report() {
+        let many: Vec<Diagnostic> = (1..=53)
+            .map(|i| Diagnostic::new(at(i, 1), format!("problem {i}")))
+            .collect();
+        let report = ConfigErrors::new(many).render();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), REPORT_LIMIT + 2, "{report}");
+        assert_eq!(lines[0], "f.yaml:1:1: problem 1");
+        assert_eq!(lines[49], "f.yaml:50:1: problem 50");
+        assert_eq!(lines[50], "... and 3 more errors");
+        assert_eq!(lines[51], "53 errors found");
+        let few = ConfigErrors::new(vec![Diagnostic::new(at(1, 1), "one")]).render();
+        assert_eq!(few, "f.yaml:1:1: one\n1 error found\n");
+    }
+
+    #[test]
+    fn snippets_come_from_the_line_index() {
+        let text = "a: 1\r\nb: [x\n";
+        let lines = LineIndex::new(text);
+        assert_eq!(lines.line(text, 1), Some("a: 1"));
+        assert_eq!(lines.line(text, 2), Some("b: [x"));
+        assert_eq!(lines.line(text, 3), None);
+        assert_eq!(lines.line(text, 0), None);
+        let d = Diagnostic::new(at(2, 4), "x").with_snippet(&lines, text);
+        assert_eq!(d.snippet.as_deref(), Some("  |\n2 | b: [x\n  |    ^"));
+    }
+
+    #[test]
+    fn a_long_line_shows_a_window_around_the_column() {
+        let text = format!("{}X{}\n", "a".repeat(500), "b".repeat(500));
+        let d = Diagnostic::new(at(1, 501), "x").with_source(&text);
+        let snippet = d.snippet.unwrap();
+        let shown: Vec<&str> = snippet.lines().collect();
+        let code = shown[1].strip_prefix("1 | ").unwrap();
+        let caret = shown[2].strip_prefix("  | ").unwrap();
+        assert!(code.starts_with('…') && code.ends_with('…'), "{code}");
+        assert!(code.chars().count() <= SNIPPET_WIDTH + 2, "{code}");
+        // The caret sits under the X.
+        let col = caret.chars().count() - 1;
+        assert_eq!(code.chars().nth(col), Some('X'), "{snippet}");
+        // A long line that is not ASCII gets no snippet rather than a scan.
+        let text = format!("{}é\n", "a".repeat(500));
+        assert!(
+            Diagnostic::new(at(1, 3), "x")
+                .with_source(&text)
+                .snippet
+                .is_none()
+        );
+    }
+}

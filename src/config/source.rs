@@ -378,7 +378,16 @@ fn remove(tree: &mut Value, path: &KeyPath) -> Option<KeyPath> {
 
 fn describe_figment(err: &figment::Error) -> String {
     let key = err.path.join(".");
-    let kind = err.kind.to_string();
+    let kind = match &err.kind {
+        figment::error::Kind::UnknownVariant(found, expected) => {
+            let expected: Vec<String> = expected.iter().map(|v| format!("`{v}`")).collect();
+            format!(
+                "unknown value `{found}`; use one of {}",
+                expected.join(", ")
+            )
+        }
+        kind => kind.to_string(),
+    };
     if key.is_empty() {
         kind
     } else {
@@ -891,6 +900,27 @@ mod tests {
             found[0].starts_with("f.yaml:6:21: `schedules.s.run_on_startup`"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn unknown_keys_from_the_environment_name_their_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_HTTP__LISTN", "0.0.0.0:9999");
+            let src = parse(
+                Path::new("f.yaml"),
+                "http:\n  listen: 127.0.0.1:1\n",
+                &env(&[]),
+            )
+            .map_err(|e| e.to_string())?;
+            let found: Vec<String> = src.problems.iter().map(|d| d.to_string()).collect();
+            assert_eq!(
+                found,
+                ["env HERALD_HTTP__LISTN: unknown key `listn` in `http`; did you mean `listen`?"]
+            );
+            assert_eq!(src.raw.http.listen, "127.0.0.1:1");
+            Ok(())
+        });
     }
 
     #[test]
