@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod keypath;
 pub mod live;
 pub mod model;
 pub mod schema;

@@ -1,9 +1,13 @@
-//! Reading a config file: YAML text → JSON tree (line/column on syntax errors), a map from key
-//! paths to source positions, unknown-key checks with "did you mean", `${VAR}` and
-//! `${VAR:-default}` interpolation in string values, then figment layering of `HERALD_`
-//! environment overrides (`HERALD_HTTP__LISTEN=0.0.0.0:80`) and extraction into `RawConfig`.
+//! Reading a config file: a bounded read (regular files up to `MAX_CONFIG_BYTES`), YAML
+//! text → JSON tree (line/column on syntax errors), a map from key paths to source
+//! positions, `${VAR}` and `${VAR:-default}` interpolation in string values, figment
+//! layering of `HERALD_` environment overrides (`HERALD_HTTP__LISTEN=0.0.0.0:80`), unknown-key
+//! checks with "did you mean", and extraction into `RawConfig`. Problems found here do not
+//! stop the rest: unknown keys and values of the wrong type are reported and left out, and
+//! compile still checks everything else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -11,7 +15,8 @@ use figment::providers::{Env, Serialized};
 use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser};
 
-use super::diagnostic::{ConfigErrors, Diagnostic, Origin};
+use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Origin};
+pub use super::keypath::KeyPath;
 use super::model::RawConfig;
 
 /// Prefix of environment variables that override config keys; `__` separates key levels.
@@ -20,8 +25,17 @@ pub const ENV_PREFIX: &str = "HERALD_";
 /// Variables with the prefix that are not overrides (they pick the file, etc.).
 const ENV_NOT_OVERRIDES: &[&str] = &["CONFIG"];
 
-/// A key path inside the document: mapping keys and sequence indexes as text.
-pub type KeyPath = Vec<String>;
+/// Largest config file herald reads (4 MiB). A larger file, or anything that is not a
+/// regular file (a device such as `/dev/zero`, a FIFO), is refused before it is read, so a
+/// wrong path never makes herald read until memory runs out.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Most rounds of "extract, drop the value of the wrong type, extract again"; a file with
+/// more type errors reports these and stops, so the work stays bounded.
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// Most unknown keys in one mapping that get a "did you mean" or the list of allowed keys.
+const HINT_LIMIT: usize = 64;
 
 /// Source positions of keys and values, by key path.
 #[derive(Debug, Clone, Default)]
@@ -36,26 +50,26 @@ pub struct SourceMap {
 impl SourceMap {
     /// Where the value at `path` came from (falling back to its key, then to the closest
     /// ancestor, then to the file).
-    pub fn value_origin(&self, path: &[String]) -> Origin {
+    pub fn value_origin(&self, path: &KeyPath) -> Origin {
         self.origin(path, true)
     }
 
     /// Where the key at `path` is written.
-    pub fn key_origin(&self, path: &[String]) -> Origin {
+    pub fn key_origin(&self, path: &KeyPath) -> Origin {
         self.origin(path, false)
     }
 
-    fn origin(&self, path: &[String], value_first: bool) -> Origin {
-        let mut p = path.to_vec();
+    fn origin(&self, path: &KeyPath, value_first: bool) -> Origin {
+        let (first, second) = if value_first {
+            (&self.values, &self.keys)
+        } else {
+            (&self.keys, &self.values)
+        };
+        let mut p = path.clone();
         loop {
             if let Some(var) = self.env.get(&p) {
                 return Origin::Env(var.clone());
             }
-            let (first, second) = if value_first {
-                (&self.values, &self.keys)
-            } else {
-                (&self.keys, &self.values)
-            };
             if let Some((line, column)) = first.get(&p).or_else(|| second.get(&p)) {
                 return Origin::File {
                     path: self.file.clone(),
@@ -70,13 +84,25 @@ impl SourceMap {
     }
 }
 
-/// A parsed, interpolated and overlaid config with its positions.
+/// A parsed, interpolated and overlaid config with its positions, and the problems found
+/// on the way (compile reports them together with its own).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     pub text: String,
+    /// Where each line of `text` starts, for snippets.
+    pub lines: LineIndex,
+    /// The config, less unknown keys and values of the wrong type.
     pub raw: RawConfig,
     pub map: SourceMap,
+    /// Unknown keys, failed `${VAR}` references and type errors, already located.
+    pub problems: Vec<Diagnostic>,
+    /// Values that already have a problem in `problems`: later checks stay silent there,
+    /// so each mistake is reported once.
+    pub reported: HashSet<KeyPath>,
+    /// Entries of the named sections (`templates.t`) left out for a type error: their names
+    /// still count as defined, so references to them are not reported as unknown.
+    pub unreadable: BTreeSet<KeyPath>,
 }
 
 /// Read and parse `path` with the process environment.
@@ -85,26 +111,100 @@ pub fn read(path: &Path) -> Result<Source, ConfigErrors> {
     parse(path, &text, &|name| std::env::var(name).ok())
 }
 
-/// The text of the config file at `path`.
+/// The text of the config file at `path`: a regular file of at most `MAX_CONFIG_BYTES`, in
+/// UTF-8. Startup, `herald check` and reloads all read through here.
 pub fn read_text(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::whole(path, format!("cannot read config file: {e}")))
+    let refuse = |message: String| ConfigErrors::whole(path, message);
+    // Look before opening: opening a FIFO blocks until a writer appears.
+    let meta =
+        std::fs::metadata(path).map_err(|e| refuse(format!("cannot read config file: {e}")))?;
+    check_regular(&meta).map_err(refuse)?;
+    let file =
+        std::fs::File::open(path).map_err(|e| refuse(format!("cannot read config file: {e}")))?;
+    // Look again at what was opened, in case the path changed in between.
+    let meta = file
+        .metadata()
+        .map_err(|e| refuse(format!("cannot read config file: {e}")))?;
+    check_regular(&meta).map_err(refuse)?;
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_CONFIG_BYTES) as usize);
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(format!("cannot read config file: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(too_large()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        refuse(format!(
+            "config file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Refuse anything but a regular file within the size cap.
+fn check_regular(meta: &std::fs::Metadata) -> Result<(), String> {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err("not a config file: it is a directory".into());
+    }
+    if !kind.is_file() {
+        return Err(format!(
+            "not a config file: it is a {} (a regular file is required)",
+            special_kind(&kind)
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+fn too_large() -> String {
+    format!(
+        "config file is larger than {} MiB; refused",
+        MAX_CONFIG_BYTES / (1024 * 1024)
+    )
+}
+
+#[cfg(unix)]
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "special file"
 }
 
 /// Parse `text` (the contents of `path`). `lookup` resolves `${VAR}` references.
+///
+/// Only a file that cannot be read as a YAML mapping at all is an `Err` here; every other
+/// problem is collected in `Source::problems`, with the offending value left out.
 pub fn parse(
     path: &Path,
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Source, ConfigErrors> {
     let file = path.to_path_buf();
+    let lines = LineIndex::new(text);
     // 1. YAML syntax → JSON tree.
     let tree: Value = if text.trim().is_empty() {
         Value::Object(Default::default())
     } else {
         serde_saphyr::from_str::<Value>(text).map_err(|e| yaml_error(&file, text, &e))?
     };
-    let tree = match tree {
+    let mut tree = match tree {
         Value::Null => Value::Object(Default::default()),
         Value::Object(_) => tree,
         _ => {
@@ -120,55 +220,174 @@ pub fn parse(
     };
     let mut map = positions(&file, text);
     map.env = env_override_paths();
-
-    // 2. Unknown keys, all of them, with suggestions.
-    let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
-    let mut errors = Vec::new();
-    unknown_keys(
-        &tree,
-        &schema,
-        &schema,
-        &mut Vec::new(),
-        &map,
+    let mut problems = Problems {
+        map: &map,
         text,
-        &mut errors,
+        lines: &lines,
+        found: Vec::new(),
+        reported: HashSet::new(),
+    };
+
+    // 2. Unknown keys, all of them, with suggestions; they are dropped from the tree so
+    //    that everything else is still checked.
+    let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
+    unknown_keys(
+        &mut tree,
+        &schema,
+        &schema,
+        &mut KeyPath::root(),
+        &mut problems,
     );
 
     // 3. ${VAR} interpolation in every string value.
-    let mut tree = tree;
-    interpolate_tree(&mut tree, &mut Vec::new(), lookup, &map, text, &mut errors);
-    if !errors.is_empty() {
-        return Err(ConfigErrors::new(errors));
-    }
+    interpolate_tree(&mut tree, &mut KeyPath::root(), lookup, &mut problems);
 
-    // 4. HERALD_ environment overrides, layered with figment, then typed extraction.
-    let figment = Figment::from(Serialized::defaults(&tree)).merge(
-        Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
+    // 4. HERALD_ environment overrides, layered with figment; the keys they add are
+    //    checked like the file's.
+    let mut merged: Value = Figment::from(Serialized::defaults(&tree))
+        .merge(Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
             !ENV_NOT_OVERRIDES
                 .iter()
                 .any(|n| k.as_str().eq_ignore_ascii_case(n))
-        }),
+        }))
+        .extract()
+        .map_err(|e| ConfigErrors::whole(&file, format!("cannot apply HERALD_ overrides: {e}")))?;
+    unknown_keys(
+        &mut merged,
+        &schema,
+        &schema,
+        &mut KeyPath::root(),
+        &mut problems,
     );
-    let raw: RawConfig = figment.extract().map_err(|e| ConfigErrors {
-        diagnostics: e
-            .into_iter()
-            .map(|err| {
-                let path: KeyPath = err.path.clone();
-                Diagnostic::new(map.value_origin(&path), describe_figment(&err)).with_source(text)
-            })
-            .collect(),
-    })?;
+
+    // 5. Typed extraction; a value of the wrong type is reported and dropped, then again.
+    let mut unreadable = BTreeSet::new();
+    let raw = extract(&mut merged, &mut problems, &mut unreadable)?;
+    let Problems {
+        found, reported, ..
+    } = problems;
     Ok(Source {
         path: file,
         text: text.to_string(),
+        lines,
         raw,
         map,
+        problems: found,
+        reported,
+        unreadable,
     })
+}
+
+/// Problems found while reading, with what is needed to locate them.
+struct Problems<'a> {
+    map: &'a SourceMap,
+    text: &'a str,
+    lines: &'a LineIndex,
+    found: Vec<Diagnostic>,
+    reported: HashSet<KeyPath>,
+}
+
+impl Problems<'_> {
+    fn at_value(&mut self, path: &KeyPath, message: String) {
+        let d = Diagnostic::new(self.map.value_origin(path), message)
+            .with_snippet(self.lines, self.text);
+        self.found.push(d);
+        self.reported.insert(path.clone());
+    }
+
+    fn at_key(&mut self, path: &KeyPath, message: String) {
+        let d =
+            Diagnostic::new(self.map.key_origin(path), message).with_snippet(self.lines, self.text);
+        self.found.push(d);
+    }
+}
+
+/// `RawConfig` from `tree`. Each type error is reported at its value, the value is removed
+/// (its default applies, or its entry is left out), and extraction runs again, at most
+/// `MAX_TYPE_ERRORS` times.
+fn extract(
+    tree: &mut Value,
+    problems: &mut Problems<'_>,
+    unreadable: &mut BTreeSet<KeyPath>,
+) -> Result<RawConfig, ConfigErrors> {
+    // Values removed so far: a "missing field" for one of them is its own consequence.
+    let mut removed: HashSet<KeyPath> = HashSet::new();
+    for _ in 0..MAX_TYPE_ERRORS {
+        let err = match Figment::from(Serialized::defaults(&*tree)).extract::<RawConfig>() {
+            Ok(raw) => return Ok(raw),
+            Err(e) => e,
+        };
+        let path = KeyPath::from(err.path.clone());
+        let consequence = matches!(&err.kind, figment::error::Kind::MissingField(f)
+            if removed.contains(&path.child(f.as_ref())));
+        if !consequence {
+            problems.at_value(&path, describe_figment(&err));
+        }
+        // Remove the value (or, inside a list, the whole list), and note entries of the
+        // named sections that go with it.
+        let Some(gone) = remove(tree, &path) else {
+            break;
+        };
+        if gone.len() == 2 {
+            unreadable.insert(gone.clone());
+        }
+        removed.insert(gone);
+    }
+    let mut found = std::mem::take(&mut problems.found);
+    if found.is_empty() {
+        found.push(Diagnostic::new(
+            Origin::Whole(problems.map.file.clone()),
+            "the config could not be read",
+        ));
+    }
+    Err(ConfigErrors::new(found))
+}
+
+/// Remove the value at `path` from `tree` (the enclosing list when `path` points into one);
+/// the path removed, or `None` when there is nothing to remove.
+fn remove(tree: &mut Value, path: &KeyPath) -> Option<KeyPath> {
+    // The longest prefix of `path` whose last step is a mapping key.
+    let segments = path.segments();
+    let mut node: &Value = tree;
+    let mut last_key = None;
+    for (i, segment) in segments.iter().enumerate() {
+        node = match node {
+            Value::Object(fields) => {
+                last_key = Some(i);
+                fields.get(segment)?
+            }
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => break,
+        };
+    }
+    let end = last_key?;
+    let target = KeyPath::from(segments[..=end].to_vec());
+    let mut node = tree;
+    for segment in &segments[..end] {
+        node = match node {
+            Value::Object(fields) => fields.get_mut(segment)?,
+            Value::Array(items) => items.get_mut(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match node {
+        Value::Object(fields) => fields.remove(&segments[end]).map(|_| target),
+        _ => None,
+    }
 }
 
 fn describe_figment(err: &figment::Error) -> String {
     let key = err.path.join(".");
-    let kind = err.kind.to_string();
+    let kind = match &err.kind {
+        figment::error::Kind::UnknownVariant(found, expected) => {
+            let expected: Vec<String> = expected.iter().map(|v| format!("`{v}`")).collect();
+            format!(
+                "unknown value `{found}`; use one of {}",
+                expected.join(", ")
+            )
+        }
+        kind => kind.to_string(),
+    };
     if key.is_empty() {
         kind
     } else {
@@ -178,16 +397,7 @@ fn describe_figment(err: &figment::Error) -> String {
 
 fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigErrors {
     let rendered = e.to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .to_string();
-    // Drop saphyr's own "line L column C: " prefix; the origin carries the position.
-    let message = match first.split_once(": ") {
-        Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
-        _ => first,
-    };
+    let first = rendered.lines().next().unwrap_or("invalid YAML");
     let origin = match e.location() {
         Some(loc) if loc.line() > 0 => Origin::File {
             path: file.to_path_buf(),
@@ -196,7 +406,52 @@ fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> ConfigErrors 
         },
         _ => Origin::Whole(file.to_path_buf()),
     };
+    let message = match origin {
+        // The origin carries the position: drop saphyr's own "error: line L column C: ".
+        Origin::File { .. } => strip_position(first),
+        _ => first,
+    };
     ConfigErrors::one(Diagnostic::new(origin, format!("invalid YAML: {message}")).with_source(text))
+}
+
+/// `error: line 3 column 16: unclosed bracket` → `unclosed bracket`; a trailing
+/// ` at line L column C` goes too.
+fn strip_position(message: &str) -> &str {
+    let mut m = message.trim();
+    loop {
+        let before = m;
+        if let Some(rest) = m.strip_prefix("error:") {
+            m = rest.trim_start();
+        }
+        if let Some(rest) = m.strip_prefix("line ")
+            && let Some((pos, rest)) = rest.split_once(':')
+            && is_line_column(pos)
+        {
+            m = rest.trim_start();
+        }
+        if m == before {
+            break;
+        }
+    }
+    if let Some((head, pos)) = m.rsplit_once(" at line ")
+        && is_line_column(pos)
+    {
+        m = head;
+    }
+    if m.is_empty() { message } else { m }
+}
+
+/// `3 column 16`: a position as saphyr writes it (after "line ").
+fn is_line_column(s: &str) -> bool {
+    match s.trim().split_once(" column ") {
+        Some((l, c)) => {
+            !l.is_empty()
+                && !c.is_empty()
+                && l.chars().all(|ch| ch.is_ascii_digit())
+                && c.chars().all(|ch| ch.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 /// Record the position of every key and value by walking the YAML events.
@@ -229,32 +484,24 @@ fn positions(file: &Path, text: &str) -> SourceMap {
                     Event::Scalar(v, ..) => v.to_string(),
                     _ => "?".to_string(),
                 };
-                let mut p = path.clone();
-                p.push(name.clone());
-                map.keys.insert(p, at);
+                map.keys.insert(path.child(&name), at);
                 *key = Some(name);
                 if matches!(event, Event::MappingStart(..) | Event::SequenceStart(..)) {
                     // A complex key: skip its contents by tracking it as an anonymous frame.
                     stack.push(Frame::Seq {
-                        path: vec!["?".into()],
+                        path: KeyPath::root().child("?"),
                         next: 0,
                     });
                 }
                 continue;
             }
             let path: KeyPath = match stack.last_mut() {
-                Some(Frame::Map { path, key }) => {
-                    let mut p = path.clone();
-                    p.push(key.take().unwrap_or_default());
-                    p
-                }
+                Some(Frame::Map { path, key }) => path.child(key.take().unwrap_or_default()),
                 Some(Frame::Seq { path, next }) => {
-                    let mut p = path.clone();
-                    p.push(next.to_string());
                     *next += 1;
-                    p
+                    path.child(*next - 1)
                 }
-                None => Vec::new(),
+                None => KeyPath::root(),
             };
             map.values.entry(path.clone()).or_insert(at);
             match event {
@@ -280,7 +527,11 @@ fn env_override_paths() -> HashMap<KeyPath, String> {
             {
                 return None;
             }
-            let path: KeyPath = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let path = KeyPath::from(
+                rest.split("__")
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect::<Vec<_>>(),
+            );
             Some((path, name))
         })
         .collect()
@@ -315,53 +566,58 @@ fn resolve<'a>(schema: &'a Value, root: &'a Value) -> &'a Value {
     s
 }
 
+/// Report every key of `value` the schema does not allow, and remove it from `value`.
 fn unknown_keys(
-    value: &Value,
+    value: &mut Value,
     schema: &Value,
     root: &Value,
     path: &mut KeyPath,
-    map: &SourceMap,
-    text: &str,
-    out: &mut Vec<Diagnostic>,
+    problems: &mut Problems<'_>,
 ) {
     let schema = resolve(schema, root);
     match value {
         Value::Object(fields) => {
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
-            for (key, child) in fields {
+            let closed = matches!(additional, Some(Value::Bool(false)));
+            let unknown: HashSet<String> = if closed {
+                fields
+                    .keys()
+                    .filter(|k| !props.is_some_and(|p| p.contains_key(*k)))
+                    .cloned()
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            // Hints help with a typo or two; a mapping full of strangers gets none (and
+            // the work per key stays constant).
+            let allowed: Vec<&str> = if unknown.len() <= HINT_LIMIT {
+                props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for (key, child) in fields.iter_mut() {
                 path.push(key.clone());
-                match props.and_then(|p| p.get(key)) {
-                    Some(child_schema) => {
-                        unknown_keys(child, child_schema, root, path, map, text, out)
-                    }
-                    None => match additional {
-                        Some(Value::Bool(false)) => {
-                            let allowed: Vec<&str> = props
-                                .map(|p| p.keys().map(String::as_str).collect())
-                                .unwrap_or_default();
-                            out.push(
-                                Diagnostic::new(
-                                    map.key_origin(path),
-                                    unknown_key_message(key, path, &allowed),
-                                )
-                                .with_source(text),
-                            );
-                        }
-                        Some(s @ Value::Object(_)) => {
-                            unknown_keys(child, s, root, path, map, text, out)
-                        }
-                        _ => {}
-                    },
+                if unknown.contains(key) {
+                    problems.at_key(path, unknown_key_message(key, path, &allowed));
+                } else if let Some(child_schema) = props.and_then(|p| p.get(key)) {
+                    unknown_keys(child, child_schema, root, path, problems);
+                } else if let Some(s @ Value::Object(_)) = additional {
+                    unknown_keys(child, s, root, path, problems);
                 }
                 path.pop();
+            }
+            if !unknown.is_empty() {
+                fields.retain(|key, _| !unknown.contains(key));
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for (i, child) in items.iter().enumerate() {
+                for (i, child) in items.iter_mut().enumerate() {
                     path.push(i.to_string());
-                    unknown_keys(child, item_schema, root, path, map, text, out);
+                    unknown_keys(child, item_schema, root, path, problems);
                     path.pop();
                 }
             }
@@ -370,11 +626,10 @@ fn unknown_keys(
     }
 }
 
-fn unknown_key_message(key: &str, path: &[String], allowed: &[&str]) -> String {
-    let section = if path.len() > 1 {
-        format!(" in `{}`", path[..path.len() - 1].join("."))
-    } else {
-        String::new()
+fn unknown_key_message(key: &str, path: &KeyPath, allowed: &[&str]) -> String {
+    let section = match path.parent() {
+        Some(parent) if !parent.is_empty() => format!(" in `{parent}`"),
+        _ => String::new(),
     };
     let mut msg = format!("unknown key `{key}`{section}");
     if let Some(best) = did_you_mean(key, allowed) {
@@ -399,29 +654,25 @@ fn interpolate_tree(
     value: &mut Value,
     path: &mut KeyPath,
     lookup: &dyn Fn(&str) -> Option<String>,
-    map: &SourceMap,
-    text: &str,
-    out: &mut Vec<Diagnostic>,
+    problems: &mut Problems<'_>,
 ) {
     match value {
         Value::String(s) => match interpolate(s, lookup) {
             Ok(Some(new)) => *s = new,
             Ok(None) => {}
-            Err(message) => {
-                out.push(Diagnostic::new(map.value_origin(path), message).with_source(text))
-            }
+            Err(message) => problems.at_value(path, message),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
-                interpolate_tree(item, path, lookup, map, text, out);
+                interpolate_tree(item, path, lookup, problems);
                 path.pop();
             }
         }
         Value::Object(fields) => {
             for (k, item) in fields.iter_mut() {
                 path.push(k.clone());
-                interpolate_tree(item, path, lookup, map, text, out);
+                interpolate_tree(item, path, lookup, problems);
                 path.pop();
             }
         }
@@ -489,6 +740,19 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    /// What reading `text` found: the fatal error, or the problems collected on the way.
+    fn problems(text: &str) -> Vec<String> {
+        let found = match parse(Path::new("f.yaml"), text, &env(&[])) {
+            Ok(src) => src.problems,
+            Err(e) => e.diagnostics,
+        };
+        ConfigErrors::new(found)
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
     #[test]
     fn interpolation_forms() {
         let e = env(&[("A", "1"), ("EMPTY", "")]);
@@ -520,22 +784,19 @@ mod tests {
     #[test]
     fn unset_variable_names_variable_and_line() {
         let text = "http:\n  listen: 127.0.0.1:1\nroutes:\n  r:\n    path: /x\n    hub: h\n    template: t\n    auth:\n      api_key: ${NOPE_KEY}\n";
-        let err = parse(Path::new("n.yaml"), text, &env(&[])).unwrap_err();
-        let d = &err.diagnostics[0];
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
         assert!(
-            d.to_string()
-                .starts_with("n.yaml:9:16: environment variable `NOPE_KEY`"),
-            "{d}"
+            found[0].starts_with("f.yaml:9:16: environment variable `NOPE_KEY`"),
+            "{found:?}"
         );
     }
 
     #[test]
     fn unknown_keys_are_all_reported_with_hints() {
         let text = "shedules: {}\nhttp:\n  lisen: 1.2.3.4:5\n  cors: {allowed_origin: []}\n";
-        let err = parse(Path::new("f.yaml"), text, &env(&[])).unwrap_err();
-        let lines: Vec<String> = err.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(
-            lines,
+            problems(text),
             [
                 "f.yaml:1:1: unknown key `shedules`; did you mean `schedules`?",
                 "f.yaml:3:3: unknown key `lisen` in `http`; did you mean `listen`?",
@@ -553,15 +814,113 @@ mod tests {
     }
 
     #[test]
+    fn yaml_syntax_error_names_its_position_once() {
+        let found = problems("hubs:\n  h: {}\nhttp:\n  listen: [1, 2\n");
+        assert_eq!(found, ["f.yaml:4:11: invalid YAML: unclosed bracket '['"]);
+        let found = problems("hubs:\n  h: {}\nhttp:\n  listen: a: b\n");
+        assert_eq!(
+            found,
+            ["f.yaml:4:12: invalid YAML: mapping values are not allowed in this context"]
+        );
+        assert_eq!(
+            strip_position("error: line 3 column 16: bad thing at line 3 column 16"),
+            "bad thing"
+        );
+        assert_eq!(strip_position("line one: two"), "line one: two");
+    }
+
+    #[test]
+    fn a_type_error_drops_only_its_value() {
+        // A wrong type in a field with a default: that field is reported and the rest of the
+        // entry is kept (`hub` still reads `h`).
+        let text = "schedules:\n  s:\n    cron: '* * * * * *'\n    hub: h\n    template: t\n    run_on_startup: sometimes\nhttp:\n  listen: [1]\n";
+        let src = parse(Path::new("f.yaml"), text, &env(&[])).unwrap();
+        assert_eq!(src.problems.len(), 2, "{:?}", src.problems);
+        assert_eq!(src.raw.schedules["s"].hub, "h");
+        assert_eq!(src.raw.http.listen, "127.0.0.1:7071");
+        // A wrong type in a required field: one error, and the entry is left out but known.
+        let text = "templates:\n  t:\n    target: [1]\n  u:\n    target: ok\n";
+        let src = parse(Path::new("f.yaml"), text, &env(&[])).unwrap();
+        let found: Vec<String> = src.problems.iter().map(|d| d.to_string()).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("f.yaml:3:13: `templates.t.target`"),
+            "{found:?}"
+        );
+        assert!(!src.raw.templates.contains_key("t"));
+        assert!(src.raw.templates.contains_key("u"));
+        assert!(src.unreadable.contains(&KeyPath::from(["templates", "t"])));
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_type_errors() {
+        let text = "hubz: {}\nschedules:\n  s:\n    cron: '* * * * * *'\n    hub: h\n    template: t\n    run_on_startup: sometimes\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("unknown key `hubz`"), "{found:?}");
+        assert!(
+            found[1].contains("`schedules.s.run_on_startup`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded_to_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_text(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("it is a directory"), "{err}");
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let err = read_text(&big).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: ", big.display())), "{err}");
+        assert!(err.contains("larger than 4 MiB"), "{err}");
+        let exact = dir.path().join("exact.yaml");
+        std::fs::write(&exact, vec![b'#'; MAX_CONFIG_BYTES as usize]).unwrap();
+        assert_eq!(read_text(&exact).unwrap().len(), MAX_CONFIG_BYTES as usize);
+        let binary = dir.path().join("bin.yaml");
+        std::fs::write(&binary, [b'a', 0xff, b'b']).unwrap();
+        let err = read_text(&binary).unwrap_err().to_string();
+        assert!(
+            err.contains("not UTF-8 text (invalid byte at offset 1)"),
+            "{err}"
+        );
+        #[cfg(unix)]
+        {
+            let err = read_text(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(err.contains("character device"), "{err}");
+        }
+    }
+
+    #[test]
     fn type_errors_point_at_the_value() {
         let text = "schedules:\n  s:\n    cron: '* * * * * *'\n    hub: h\n    template: t\n    run_on_startup: sometimes\n";
-        let err = parse(Path::new("f.yaml"), text, &env(&[])).unwrap_err();
-        let d = &err.diagnostics[0];
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
         assert!(
-            d.to_string()
-                .starts_with("f.yaml:6:21: `schedules.s.run_on_startup`"),
-            "{d}"
+            found[0].starts_with("f.yaml:6:21: `schedules.s.run_on_startup`"),
+            "{found:?}"
         );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn unknown_keys_from_the_environment_name_their_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_HTTP__LISTN", "0.0.0.0:9999");
+            let src = parse(
+                Path::new("f.yaml"),
+                "http:\n  listen: 127.0.0.1:1\n",
+                &env(&[]),
+            )
+            .map_err(|e| e.to_string())?;
+            let found: Vec<String> = src.problems.iter().map(|d| d.to_string()).collect();
+            assert_eq!(
+                found,
+                ["env HERALD_HTTP__LISTN: unknown key `listn` in `http`; did you mean `listen`?"]
+            );
+            assert_eq!(src.raw.http.listen, "127.0.0.1:1");
+            Ok(())
+        });
     }
 
     #[test]
@@ -578,7 +937,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
             assert_eq!(src.raw.http.listen, "0.0.0.0:9999");
             assert_eq!(
-                src.map.value_origin(&["http".into(), "listen".into()]),
+                src.map.value_origin(&KeyPath::from(["http", "listen"])),
                 Origin::Env("HERALD_HTTP__LISTEN".into())
             );
             Ok(())

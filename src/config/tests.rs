@@ -381,3 +381,146 @@ fn every_remaining_validation_error_is_reported_at_its_key() {
         errors(text)
     );
 }
+
+#[test]
+fn listener_timeouts_and_api_version_are_checked_at_their_keys() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "http:\n  header_read_timeout: 0s\n",
+            "2:24: header_read_timeout must be above 0",
+        ),
+        (
+            "http:\n  idle_timeout: soon\n",
+            "2:17: invalid duration `soon`",
+        ),
+        (
+            "signalr:\n  embedded: {header_read_timeout: 10}\n",
+            "2:35: duration `10` needs a unit",
+        ),
+        (
+            "signalr:\n  embedded: {idle_timeout: 0ms}\n",
+            "2:28: idle_timeout must be above 0",
+        ),
+        (
+            "signalr:\n  api_version: '2023-01-01'\n",
+            "2:16: `signalr.api_version`: unknown value `2023-01-01`; use one of `2022-06-01`, `v1`",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let text = format!("hubs:\n  h: {{}}\n{extra}");
+        let (pos, message) = expected.split_once(": ").unwrap();
+        let (line, col) = pos.split_once(':').unwrap();
+        let want = format!(
+            "n.yaml:{}:{col}: {message}",
+            line.parse::<usize>().unwrap() + 2
+        );
+        let got = errors(&text);
+        assert_eq!(got.len(), 1, "case {extra:?}: {got:#?}");
+        assert!(
+            got[0].starts_with(&want),
+            "case {extra:?}: want `{want}`, got {got:#?}"
+        );
+    }
+    // Defaults, and values that parse.
+    let c = load("hubs: {h: {}}\n").unwrap();
+    assert_eq!(c.http.timeouts, ListenerTimeouts::default());
+    assert_eq!(c.api_version, crate::signalr::rest::ApiVersion::V2022_06_01);
+    let c = load(
+        "hubs: {h: {}}\nhttp: {header_read_timeout: 3s, idle_timeout: 1m}\nsignalr:\n  api_version: v1\n  embedded: {header_read_timeout: 500ms, idle_timeout: 2m}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.http.timeouts,
+        ListenerTimeouts {
+            header_read: Duration::from_secs(3),
+            idle: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(c.api_version, crate::signalr::rest::ApiVersion::V1);
+    match c.signalr {
+        SignalrConfig::Embedded { timeouts, .. } => assert_eq!(
+            timeouts,
+            ListenerTimeouts {
+                header_read: Duration::from_millis(500),
+                idle: Duration::from_secs(120),
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_key_does_not_hide_other_errors() {
+    // The four mistakes of issue 10: a misspelt key, a bad duration, a misspelt time zone
+    // and a bad hub name, all in one pass.
+    let text = "hubs:\n  9lives: {}\n  h: {}\ntemplates:\n  t: {target: x}\nhttp:\n  lisen: 127.0.0.1:1\n  request_timeout: 10 parsecs\nschedules:\n  s:\n    cron: '0 0 9 * * *'\n    time_zone: Europe/Berln\n    hub: h\n    template: t\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e[0].starts_with("n.yaml:2:3: invalid hub name `9lives`"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("n.yaml:7:3: unknown key `lisen` in `http`"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("n.yaml:8:20: unknown unit `parsecs`"),
+        "{e:#?}"
+    );
+    assert!(
+        e[3].starts_with("n.yaml:12:16: unknown time zone `Europe/Berln`"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_does_not_hide_other_errors() {
+    // `run_on_startup` is reported as a type error; the schedule's bad cron and the route's
+    // unknown hub are still found. A template left out for a type error is not "unknown".
+    let text = format!(
+        "{BASE}  broken:\n    target: [1]\nschedules:\n  s:\n    cron: '61 * * * * *'\n    hub: notifications\n    template: broken\n    run_on_startup: sometimes\nroutes:\n  r:\n    path: /r\n    hub: nowhere\n    template: system-status\n"
+    );
+    let e = errors(&text);
+    let joined = e.join("\n");
+    assert_eq!(e.len(), 4, "{joined}");
+    for needle in [
+        "n.yaml:10:13: `templates.broken.target`",
+        "n.yaml:13:11: invalid cron expression `61 * * * * *`",
+        "n.yaml:16:21: `schedules.s.run_on_startup`",
+        "n.yaml:20:10: unknown hub `nowhere`",
+    ] {
+        assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+    }
+    assert!(!joined.contains("unknown template"), "{joined}");
+}
+
+#[test]
+fn a_failed_variable_is_reported_once() {
+    // `${NOPE}` is reported where it is written; the listen check stays silent there.
+    let text = "hubs: {h: {}}\nhttp:\n  listen: ${NOPE}\n  body_limit: 0\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].contains("environment variable `NOPE` is not set"),
+        "{e:#?}"
+    );
+    assert!(e[1].contains("body_limit must be above 0"), "{e:#?}");
+}
+
+#[test]
+fn many_unknown_references_stay_cheap_and_short() {
+    // Past `SUGGEST_LIMIT` defined names there is no suggestion, and the message counts the
+    // names instead of listing them.
+    let mut text = String::from("templates: {t: {target: x}}\nhubs:\n");
+    for i in 0..300 {
+        text.push_str(&format!("  h{i}: {{}}\n"));
+    }
+    text.push_str("schedules:\n  s: {cron: '0 * * * * *', hub: h1x, template: t}\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].ends_with("unknown hub `h1x`; 300 hubs are defined"),
+        "{e:#?}"
+    );
+}
