@@ -402,7 +402,10 @@ mod tests {
         for protocol in [Protocol::Json, Protocol::MessagePack] {
             for message in [&ack, &sequence] {
                 let bytes = protocol.encode(message).unwrap();
-                assert_eq!(&protocol.decode_frame(&bytes).unwrap(), &[message.clone()]);
+                assert_eq!(
+                    protocol.decode_frame(&bytes).unwrap(),
+                    vec![message.clone()]
+                );
             }
         }
         assert!(HubMessage::invocation("t", vec![]).is_trackable());
