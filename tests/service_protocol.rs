@@ -61,7 +61,23 @@ async fn negotiate_shapes() {
     assert_eq!(v1["negotiateVersion"], 1);
     assert!(v1["connectionToken"].is_string());
     assert_ne!(v1["connectionToken"], v1["connectionId"]);
-    assert!(v1.get("useStatefulReconnect").is_none());
+    // Asked for at version 1: answered (the JS client refuses it unasked).
+    assert_eq!(v1["useStatefulReconnect"], true);
+    let plain: Value = negotiate(&svc, "hub=chat&negotiateVersion=1", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(plain.get("useStatefulReconnect").is_none());
+    let v0_asked: Value = negotiate(&svc, "hub=chat&useStatefulReconnect=true", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v0_asked.get("useStatefulReconnect").is_none(),
+        "version 0 has no secret token to resume with"
+    );
 
     let v9: Value = negotiate(&svc, "hub=chat&negotiateVersion=9", &token)
         .await
@@ -952,4 +968,245 @@ async fn listener_timeouts_from_service_options_close_unfinished_and_idle_connec
     let (half, idle) = tokio::join!(closed_by_peer(half, limit), closed_by_peer(idle, limit));
     assert!(half, "an unfinished request head was not closed");
     assert!(idle, "an idle keep-alive connection was not closed");
+}
+
+/// A REST send to `path` carrying `x-herald-message-id: id` (when given); returns the status.
+async fn send_with_id(svc: &TestService, path: &str, id: Option<&str>, arguments: Value) -> u16 {
+    let mut request = http()
+        .post(format!("{}{path}", svc.http()))
+        .bearer_auth(rest_token(path))
+        .json(&json!({"target": "m", "arguments": arguments}));
+    if let Some(id) = id {
+        request = request.header(herald::signalr::rest::MESSAGE_ID_HEADER, id);
+    }
+    request.send().await.expect("REST send").status().as_u16()
+}
+
+#[tokio::test]
+async fn a_repeated_message_id_is_accepted_but_delivered_once() {
+    let svc = start_with(|o| o.dedupe_window = Duration::from_secs(2)).await;
+    let (mut client, id) = Client::negotiated(&svc, "chat", Some("alice"), Protocol::Json).await;
+    eventually(|| svc.handle.connection_count() == 1).await;
+    let added = rest(
+        &svc,
+        Method::PUT,
+        &format!("/api/hubs/chat/groups/g/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(added.status(), 200);
+
+    // Every send endpoint, both API versions: the second send of an id is a 202 no-op.
+    let paths = [
+        "/api/hubs/chat/:send".to_string(),
+        "/api/v1/hubs/chat".to_string(),
+        "/api/hubs/chat/users/alice/:send".to_string(),
+        "/api/hubs/chat/groups/g/:send".to_string(),
+        format!("/api/hubs/chat/connections/{id}/:send"),
+        format!("/api/v1/hubs/chat/connections/{id}"),
+    ];
+    for (n, path) in paths.iter().enumerate() {
+        let message_id = format!("id-{n}");
+        assert_eq!(
+            send_with_id(&svc, path, Some(&message_id), json!([n])).await,
+            202
+        );
+        assert_eq!(
+            send_with_id(&svc, path, Some(&message_id), json!([n])).await,
+            202,
+            "{path}"
+        );
+    }
+    // A new id is delivered; an id seen on another endpoint is still a repeat.
+    assert_eq!(
+        send_with_id(&svc, &paths[0], Some("id-new"), json!(["new"])).await,
+        202
+    );
+    assert_eq!(
+        send_with_id(&svc, &paths[3], Some("id-0"), json!(["again"])).await,
+        202
+    );
+    // No header: never deduplicated.
+    for _ in 0..2 {
+        assert_eq!(
+            send_with_id(&svc, &paths[0], None, json!(["plain"])).await,
+            202
+        );
+    }
+    let mut got = Vec::new();
+    for _ in 0..paths.len() + 3 {
+        got.push(client.next_invocation().await.1);
+    }
+    let expected: Vec<Vec<Value>> = (0..paths.len())
+        .map(|n| vec![json!(n)])
+        .chain([
+            vec![json!("new")],
+            vec![json!("plain")],
+            vec![json!("plain")],
+        ])
+        .collect();
+    assert_eq!(got, expected, "each id once, in order");
+
+    // After the window the id is forgotten: delivered again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        send_with_id(&svc, &paths[0], Some("id-0"), json!(["later"])).await,
+        202
+    );
+    assert_eq!(client.next_invocation().await.1, vec![json!("later")]);
+}
+
+#[tokio::test]
+async fn stateful_reconnect_resumes_the_connection_and_replays_what_was_not_acknowledged() {
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        let svc = start_with(|o| o.reconnect_window = Duration::from_secs(3)).await;
+        let token = client_token("chat", Some("alice"));
+        let body: Value = negotiate(
+            &svc,
+            "hub=chat&negotiateVersion=1&useStatefulReconnect=true",
+            &token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(body["useStatefulReconnect"], true);
+        let id = body["connectionId"].as_str().unwrap().to_string();
+        let query = format!("hub=chat&id={}", body["connectionToken"].as_str().unwrap());
+        let mut first = Client::connect(&svc, &query, Some(&token), protocol).await;
+        eventually(|| svc.handle.connection_count() == 1).await;
+        let group_path = format!("/api/hubs/chat/groups/g/connections/{id}");
+        assert_eq!(
+            rest(&svc, Method::PUT, &group_path, None).await.status(),
+            200
+        );
+        let to_group = |n: u64| {
+            let svc = &svc;
+            async move {
+                let r = rest(
+                    svc,
+                    Method::POST,
+                    "/api/hubs/chat/groups/g/:send",
+                    send_body("m", json!([n])),
+                )
+                .await;
+                assert_eq!(r.status(), 202);
+            }
+        };
+        for n in 1..=3 {
+            to_group(n).await;
+        }
+        for n in 1..=3 {
+            assert_eq!(first.next_invocation().await, ("m".into(), vec![json!(n)]));
+        }
+        // The client processed message 1 only; it sends one trackable message of its own,
+        // which the service acknowledges (about a second later).
+        first.send(&HubMessage::Ack { sequence_id: 1 }).await;
+        first
+            .send(&HubMessage::invocation("fromClient", vec![]))
+            .await;
+        assert_eq!(
+            first.next_non_ping().await,
+            Event::Message(HubMessage::Ack { sequence_id: 1 }),
+            "{protocol:?}"
+        );
+
+        // The socket drops without a Close: the connection, its user and group stay.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(svc.handle.connection_exists("chat", &id));
+        to_group(4).await;
+
+        // A new WebSocket with the same token resumes (no handshake): Sequence, then 2..4.
+        let mut second = Client::open(&svc, &query, Some(&token), protocol).await;
+        assert_eq!(
+            second.next_non_ping().await,
+            Event::Message(HubMessage::Sequence { sequence_id: 2 })
+        );
+        for n in 2..=4 {
+            assert_eq!(second.next_invocation().await, ("m".into(), vec![json!(n)]));
+        }
+        // The client resumes its own side: its message 1 was acknowledged, so it starts at 2;
+        // a replayed duplicate of 1 would be dropped (the service never answers it anyway).
+        second.send(&HubMessage::Sequence { sequence_id: 2 }).await;
+        second
+            .send(&HubMessage::invocation("fromClient", vec![]))
+            .await;
+        assert_eq!(
+            second.next_non_ping().await,
+            Event::Message(HubMessage::Ack { sequence_id: 2 })
+        );
+        to_group(5).await;
+        assert_eq!(second.next_invocation().await, ("m".into(), vec![json!(5)]));
+        assert!(svc.handle.group_exists("chat", "g"));
+
+        // Dropped again and not resumed: closed after the window, its group membership gone.
+        drop(second);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            svc.handle.connection_exists("chat", &id),
+            "inside the window"
+        );
+        eventually(|| !svc.handle.connection_exists("chat", &id)).await;
+        assert!(!svc.handle.group_exists("chat", "g"));
+        let status = ws_status(&svc, &query, Some(&token)).await;
+        assert_eq!(status, 404, "the token no longer resumes anything");
+    }
+}
+
+#[tokio::test]
+async fn a_full_replay_buffer_holds_messages_until_the_client_acknowledges() {
+    // Room for about one message: the writer waits for an Ack before the next.
+    let svc = start_with(|o| o.stateful_reconnect_buffer = 10).await;
+    let token = client_token("chat", None);
+    let body: Value = negotiate(
+        &svc,
+        "hub=chat&negotiateVersion=1&useStatefulReconnect=true",
+        &token,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let query = format!("hub=chat&id={}", body["connectionToken"].as_str().unwrap());
+    let mut client = Client::connect(&svc, &query, Some(&token), Protocol::Json).await;
+    eventually(|| svc.handle.connection_count() == 1).await;
+    for n in 1..=3 {
+        rest(
+            &svc,
+            Method::POST,
+            "/api/hubs/chat/:send",
+            send_body("m", json!([n])),
+        )
+        .await;
+    }
+    assert_eq!(client.next_invocation().await.1, vec![json!(1)]);
+    let held = tokio::time::timeout(Duration::from_millis(700), client.next_non_ping()).await;
+    assert!(held.is_err(), "message 2 must wait for an Ack: {held:?}");
+    client.send(&HubMessage::Ack { sequence_id: 1 }).await;
+    assert_eq!(client.next_invocation().await.1, vec![json!(2)]);
+    client.send(&HubMessage::Ack { sequence_id: 2 }).await;
+    assert_eq!(client.next_invocation().await.1, vec![json!(3)]);
+}
+
+#[tokio::test]
+async fn without_stateful_reconnect_a_dropped_socket_closes_the_connection() {
+    let svc = start().await;
+    let (client, id) = Client::negotiated(&svc, "chat", None, Protocol::Json).await;
+    eventually(|| svc.handle.connection_count() == 1).await;
+    drop(client);
+    eventually(|| !svc.handle.connection_exists("chat", &id)).await;
+
+    // Zero buffer: stateful reconnect is not offered.
+    let off = start_with(|o| o.stateful_reconnect_buffer = 0).await;
+    let body: Value = negotiate(
+        &off,
+        "hub=chat&negotiateVersion=1&useStatefulReconnect=true",
+        &client_token("chat", None),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(body.get("useStatefulReconnect").is_none());
 }

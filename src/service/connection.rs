@@ -7,6 +7,15 @@
 //! path for every cause: [`Connection::close`] records an optional `Close` message and
 //! cancels the connection's token; the transport then flushes what is queued, the `Close`
 //! message, and ends; the supervisor removes the connection from the registry.
+//!
+//! Stateful reconnect (WebSockets, when negotiated): the connection carries a
+//! [`Replay`](super::replay::Replay). Queue items say whether they are trackable; the
+//! WebSocket writer numbers and buffers those as it writes them, inbound Acks trim the
+//! buffer, and inbound duplicates are dropped. When the socket drops, the connection is not
+//! closed but *disconnected*: it stays in the registry (fan-out keeps queueing), and the
+//! supervisor closes it only if no new WebSocket resumes it within `reconnect_window`. A
+//! resume is a new attachment (a higher generation); a socket still attached when another
+//! arrives is detached, not closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -20,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::metrics as service_metrics;
+use super::replay::Replay;
 use crate::signalr::protocol::{
     self, HubMessage, MAX_PROTOCOL_VERSION, Protocol, encode_handshake_response,
     parse_handshake_request,
@@ -70,6 +80,43 @@ impl Frame {
             Frame::Binary(b) => WsMessage::Binary(b),
         }
     }
+}
+
+/// One item of the outbound queue: the encoded frame and whether it is trackable (gets a
+/// sequence id under stateful reconnect; see `HubMessage::is_trackable`).
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) frame: Frame,
+    pub(crate) trackable: bool,
+}
+
+impl Outgoing {
+    /// A trackable frame (an Invocation, a Completion, ...).
+    pub(crate) fn tracked(frame: Frame) -> Self {
+        Outgoing {
+            frame,
+            trackable: true,
+        }
+    }
+
+    /// A frame outside the sequence (handshake answer, Ping, Close, Ack, Sequence).
+    pub(crate) fn untracked(frame: Frame) -> Self {
+        Outgoing {
+            frame,
+            trackable: false,
+        }
+    }
+}
+
+/// What [`Connection::attach`] hands the transport request that now owns the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Attachment {
+    /// Rises with every attachment; a transport ending with an older one changes nothing.
+    pub(crate) generation: u64,
+    /// Cancelled when a newer WebSocket takes the connection over (stateful reconnect).
+    pub(crate) detached: CancellationToken,
+    /// This WebSocket resumes a stateful connection: send `Sequence` and replay first.
+    pub(crate) resumed: bool,
 }
 
 /// The transport a connection uses (fixed by the first transport request).
@@ -124,6 +171,12 @@ struct State {
     /// The token of the long poll now waiting, cancelled when a newer poll arrives.
     poll: Option<CancellationToken>,
     close_delivered: bool,
+    /// Counts attachments (see [`Attachment::generation`]).
+    generation: u64,
+    /// The current attachment's detach token.
+    detach: Option<CancellationToken>,
+    /// Stateful reconnect: when the WebSocket dropped, while no new one has resumed.
+    disconnected_at: Option<Instant>,
 }
 
 /// A client connection.
@@ -140,11 +193,14 @@ pub(crate) struct Connection {
     protocol: OnceLock<Protocol>,
     /// Producer side of the bounded outbound queue. A bounded `mpsc` gives `try_send`:
     /// fan-out never waits, and a full queue is the slow-consumer signal.
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Outgoing>,
     /// Consumer side. A tokio `Mutex` because its holder awaits on it: a WebSocket or SSE
     /// response holds it for its whole life, each long poll for one poll (a superseded
     /// poll releases it to the next). Dropped with the connection.
-    pub(crate) outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>,
+    pub(crate) outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
+    /// Stateful reconnect state, `Some` when negotiated. A std `Mutex`: the WebSocket writer
+    /// and `receive` update it synchronously, never across an `.await`.
+    replay: Option<Mutex<Replay>>,
     /// Cancelled exactly when the connection starts closing, for any reason.
     closed: CancellationToken,
     /// The `Close` message to send last, if any; std `Mutex`: set once, read once, no await.
@@ -186,12 +242,26 @@ impl Connection {
             .unwrap_or("none")
     }
 
+    #[cfg(test)]
     pub(crate) fn new(
         id: String,
         token: String,
         hub: String,
         user: Option<String>,
         queue_size: usize,
+    ) -> Arc<Self> {
+        Self::with_replay(id, token, hub, user, queue_size, None)
+    }
+
+    /// A connection; `replay_limit`: stateful reconnect with a replay buffer of that many
+    /// bytes.
+    pub(crate) fn with_replay(
+        id: String,
+        token: String,
+        hub: String,
+        user: Option<String>,
+        queue_size: usize,
+        replay_limit: Option<usize>,
     ) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(queue_size.max(1));
         Arc::new(Connection {
@@ -202,6 +272,7 @@ impl Connection {
             protocol: OnceLock::new(),
             queue,
             outbound: Arc::new(tokio::sync::Mutex::new(rx)),
+            replay: replay_limit.map(|limit| Mutex::new(Replay::new(limit))),
             closed: CancellationToken::new(),
             close_message: Mutex::new(None),
             state: Mutex::new(State {
@@ -272,8 +343,15 @@ impl Connection {
         self.created + Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed))
     }
 
-    /// Claim the connection for a transport request.
-    pub(crate) fn attach(&self, kind: TransportKind) -> Result<(), AttachError> {
+    /// Whether the client negotiated stateful reconnect.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// Claim the connection for a transport request. A second WebSocket for a stateful
+    /// connection past its handshake resumes it (detaching the old socket if that one has
+    /// not ended yet); anything else already attached makes it `Busy`.
+    pub(crate) fn attach(&self, kind: TransportKind) -> Result<Attachment, AttachError> {
         if self.is_closed() {
             return Err(AttachError::Closed);
         }
@@ -282,20 +360,104 @@ impl Connection {
             Some(existing) if existing != kind => return Err(AttachError::OtherTransport),
             _ => {}
         }
+        let mut resumed = false;
         if kind != TransportKind::LongPolling {
             if s.active || s.transport.is_some() {
-                return Err(AttachError::Busy);
+                let resumable = self.is_stateful()
+                    && kind == TransportKind::WebSockets
+                    && s.handshake.is_none();
+                if !resumable {
+                    return Err(AttachError::Busy);
+                }
+                resumed = true;
+                if let Some(previous) = s.detach.take() {
+                    previous.cancel();
+                }
+                s.disconnected_at = None;
             }
             s.active = true;
         }
+        s.generation += 1;
+        let detached = CancellationToken::new();
+        s.detach = Some(detached.clone());
         s.transport = Some(kind);
-        if s.attached_at.is_none() {
-            s.attached_at = Some(Instant::now());
+        if s.attached_at.is_none() || resumed {
+            s.attached_at.get_or_insert_with(Instant::now);
             self.touch();
         }
+        let attachment = Attachment {
+            generation: s.generation,
+            detached,
+            resumed,
+        };
         drop(s);
         self.changed.notify_one();
-        Ok(())
+        Ok(attachment)
+    }
+
+    /// A WebSocket attachment ended. If it is still the current one: a stateful connection
+    /// whose peer went away (`resumable`) waits for a resume; anything else closes.
+    pub(crate) fn end_transport(&self, generation: u64, resumable: bool) {
+        let mut s = lock(&self.state);
+        if s.generation != generation {
+            // A newer socket took over; it owns the connection now.
+            return;
+        }
+        s.active = false;
+        s.detach = None;
+        let wait = resumable
+            && self.is_stateful()
+            && s.handshake.is_none()
+            && s.transport == Some(TransportKind::WebSockets)
+            && !self.is_closed();
+        if wait {
+            s.disconnected_at = Some(Instant::now());
+            drop(s);
+            tracing::debug!(connection = %self.id, hub = %self.hub, "WebSocket dropped: kept for a stateful reconnect");
+            self.changed.notify_one();
+        } else {
+            drop(s);
+            self.close(None);
+        }
+    }
+
+    /// The writer is about to write `item`: a trackable frame of a stateful connection gets
+    /// its sequence id and a place in the replay buffer first.
+    pub(crate) fn before_write(&self, item: Outgoing) -> Frame {
+        if item.trackable
+            && let Some(replay) = &self.replay
+        {
+            lock(replay).record(&item.frame);
+        }
+        item.frame
+    }
+
+    /// Whether the replay buffer is past its limit (the writer waits for an Ack).
+    pub(crate) fn replay_full(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| lock(r).is_full())
+    }
+
+    /// The Ack frame due now, if the client sent trackable messages since the last one.
+    pub(crate) fn ack_frame(&self) -> Option<Frame> {
+        let sequence_id = lock(self.replay.as_ref()?).ack_due()?;
+        let protocol = self.protocol()?;
+        encode_frame(protocol, &HubMessage::Ack { sequence_id }).ok()
+    }
+
+    /// What a resuming WebSocket writes first: `Sequence`, then every unacknowledged frame.
+    pub(crate) fn resume_frames(&self) -> Vec<Frame> {
+        let (Some(replay), Some(protocol)) = (&self.replay, self.protocol()) else {
+            return Vec::new();
+        };
+        let (sequence_id, buffered) = lock(replay).resume();
+        let mut frames = Vec::with_capacity(buffered.len() + 1);
+        match encode_frame(protocol, &HubMessage::Sequence { sequence_id }) {
+            Ok(frame) => frames.push(frame),
+            Err(error) => tracing::error!(%error, "could not encode a Sequence message"),
+        }
+        tracing::debug!(connection = %self.id, sequence_id, replayed = buffered.len(), "stateful reconnect: resuming");
+        frames.extend(buffered);
+        frames
     }
 
     pub(crate) fn transport(&self) -> Option<TransportKind> {
@@ -335,11 +497,11 @@ impl Connection {
     }
 
     /// Offer a frame to the queue without waiting. A full queue closes the connection.
-    pub(crate) fn try_push(&self, frame: Frame) -> Push {
+    pub(crate) fn try_push(&self, item: Outgoing) -> Push {
         if self.is_closed() {
             return Push::Closed;
         }
-        match self.queue.try_send(frame) {
+        match self.queue.try_send(item) {
             Ok(()) => {
                 self.sent();
                 Push::Queued
@@ -365,7 +527,10 @@ impl Connection {
         let protocol = self.protocol();
         match protocol.unwrap_or(Protocol::Json).encode(message) {
             Ok(bytes) => {
-                self.try_push(Frame::new(protocol, bytes));
+                self.try_push(Outgoing {
+                    frame: Frame::new(protocol, bytes),
+                    trackable: message.is_trackable(),
+                });
             }
             Err(error) => tracing::error!(%error, "could not encode a hub message"),
         }
@@ -373,10 +538,10 @@ impl Connection {
 
     /// Everything left to write after the connection started closing: the queued frames,
     /// then the `Close` message if there is one.
-    pub(crate) fn final_frames(&self, rx: &mut mpsc::Receiver<Frame>) -> Vec<Frame> {
+    pub(crate) fn final_frames(&self, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Frame> {
         let mut frames = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            frames.push(frame);
+        while let Ok(item) = rx.try_recv() {
+            frames.push(self.before_write(item));
         }
         let message = lock(&self.close_message).take();
         if let Some(message) = message {
@@ -439,7 +604,10 @@ impl Connection {
             Err(error) => {
                 drop(s);
                 tracing::debug!(connection = %self.id, %error, "handshake refused");
-                self.try_push(Frame::new(None, encode_handshake_response(Some(&error))));
+                self.try_push(Outgoing::untracked(Frame::new(
+                    None,
+                    encode_handshake_response(Some(&error)),
+                )));
                 self.close(None);
                 return;
             }
@@ -448,7 +616,10 @@ impl Connection {
         drop(s);
         let _ = self.protocol.set(protocol);
         // The response goes first, then the connection becomes visible to fan-out.
-        self.try_push(Frame::new(Some(protocol), encode_handshake_response(None)));
+        self.try_push(Outgoing::untracked(Frame::new(
+            Some(protocol),
+            encode_handshake_response(None),
+        )));
         shared.registry.activate(self);
         self.changed.notify_one();
         tracing::debug!(connection = %self.id, hub = %self.hub, protocol = protocol.name(), "connected");
@@ -473,6 +644,27 @@ impl Connection {
             }
         };
         for message in messages {
+            if let Some(replay) = &self.replay {
+                let mut replay = lock(replay);
+                match replay.inbound(&message) {
+                    Ok(true) => {}
+                    // A duplicate, or a message before the client's Sequence after a resume.
+                    Ok(false) => continue,
+                    Err(error) => {
+                        drop(replay);
+                        tracing::debug!(connection = %self.id, %error, "bad Sequence from client");
+                        self.close(Some(HubMessage::Close {
+                            error: Some(format!("Connection closed with an error. {error}")),
+                            allow_reconnect: false,
+                        }));
+                        return;
+                    }
+                }
+                if let HubMessage::Ack { sequence_id } = message {
+                    replay.ack(sequence_id);
+                    continue;
+                }
+            }
             match message {
                 HubMessage::Invocation {
                     invocation_id: Some(id),
@@ -501,9 +693,25 @@ impl Drop for PostGuard {
     }
 }
 
-/// Clears the "active request" flag (and closes the connection) when a WebSocket or SSE
-/// response ends, however it ends (including a dropped response body).
+/// Clears the "active request" flag (and closes the connection) when an SSE response ends,
+/// however it ends (including a dropped response body).
 pub(crate) struct ActiveGuard(pub(crate) Arc<Connection>);
+
+/// Ends a WebSocket attachment however its task ends ([`Connection::end_transport`]): the
+/// task sets `resumable` when the peer went away, which keeps a stateful connection for a
+/// resume; otherwise the connection closes.
+pub(crate) struct SocketGuard {
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) generation: u64,
+    pub(crate) resumable: bool,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.connection
+            .end_transport(self.generation, self.resumable);
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -526,11 +734,13 @@ impl Drop for ActiveGuard {
 pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) {
     let options = &shared.options;
     loop {
-        let (handshaken, attached_at) = {
+        let (handshaken, attached_at, disconnected_at) = {
             let s = lock(&connection.state);
-            (s.handshake.is_none(), s.attached_at)
+            (s.handshake.is_none(), s.attached_at, s.disconnected_at)
         };
-        let deadline = if handshaken {
+        let deadline = if let Some(at) = disconnected_at {
+            at + options.reconnect_window
+        } else if handshaken {
             (connection.last_sent() + options.keep_alive)
                 .min(connection.last_received() + options.client_timeout)
         } else {
@@ -548,7 +758,13 @@ pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) 
             () = connection.changed.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
-                if !handshaken {
+                if disconnected_at.is_some() {
+                    // Re-read: a resume may have attached meanwhile.
+                    if lock(&connection.state).disconnected_at.is_some() {
+                        tracing::debug!(connection = %connection.id, "not resumed within the reconnect window");
+                        connection.close(None);
+                    }
+                } else if !handshaken {
                     tracing::debug!(connection = %connection.id, "handshake timed out");
                     connection.close(None);
                 } else if now >= connection.last_received() + options.client_timeout {
@@ -618,6 +834,7 @@ mod tests {
         );
         Arc::new(Shared {
             registry: Registry::new(10),
+            dedupe: super::super::dedupe::Dedupe::new(Duration::ZERO, 0),
             local_addr: options.listen,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -643,7 +860,8 @@ mod tests {
             .await
             .recv()
             .await
-            .expect("handshake answer");
+            .expect("handshake answer")
+            .frame;
         assert_eq!(frame.as_bytes(), b"{}\x1e");
         (c, at)
     }
@@ -667,7 +885,7 @@ mod tests {
             let wake = next_ping.map_or(until, |p| p.min(until));
             tokio::select! {
                 frame = rx.recv() => match frame {
-                    Some(frame) => got.push((Instant::now(), text(&frame))),
+                    Some(item) => got.push((Instant::now(), text(&item.frame))),
                     None => break,
                 },
                 () = tokio::time::sleep_until(wake) => {
@@ -719,7 +937,10 @@ mod tests {
         let (c, handshake) = connected(&shared).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(
-            c.try_push(Frame::new(Some(Protocol::Json), b"x".to_vec())),
+            c.try_push(Outgoing::tracked(Frame::new(
+                Some(Protocol::Json),
+                b"x".to_vec()
+            ))),
             Push::Queued
         );
         let got = frames_until(

@@ -12,7 +12,7 @@
 use crate::message::Message;
 use crate::signalr::protocol::{HubMessage, Protocol};
 
-use super::connection::{Frame, Push, encode_frame};
+use super::connection::{Frame, Outgoing, Push, encode_frame};
 use super::metrics::{self as service_metrics, DropReason};
 use super::registry::Registry;
 
@@ -60,7 +60,7 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         let Some(frame) = frame else {
             continue;
         };
-        match connection.try_push(frame.clone()) {
+        match connection.try_push(Outgoing::tracked(frame.clone())) {
             Push::Queued => report.queued += 1,
             Push::SlowConsumer => {
                 report.slow_consumers += 1;
@@ -113,9 +113,10 @@ mod tests {
 
         let mut rx_fast = fast.outbound.lock().await;
         let mut rx_other = other.outbound.lock().await;
-        let (Some(Frame::Text(a)), Some(Frame::Text(b))) =
-            (rx_fast.recv().await, rx_other.recv().await)
-        else {
+        let (Some(Frame::Text(a)), Some(Frame::Text(b))) = (
+            rx_fast.recv().await.map(|o| o.frame),
+            rx_other.recv().await.map(|o| o.frame),
+        ) else {
             panic!("expected text frames");
         };
         assert_eq!(
@@ -125,7 +126,10 @@ mod tests {
         // Same allocation: encoded once, shared.
         assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
         let mut rx_slow = slow.outbound.lock().await;
-        assert!(matches!(rx_slow.recv().await, Some(Frame::Binary(_))));
+        assert!(matches!(
+            rx_slow.recv().await.map(|o| o.frame),
+            Some(Frame::Binary(_))
+        ));
     }
 
     /// The value of the sample line `series` in Prometheus text.

@@ -37,13 +37,17 @@ pub enum DropReason {
     Closed,
     /// The recipient matched no connection (counted once per message).
     NoRecipient,
+    /// A REST send repeated a message id seen within the dedupe window (counted once per
+    /// send, not fanned out).
+    Duplicate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::SlowConsumer,
         DropReason::Closed,
         DropReason::NoRecipient,
+        DropReason::Duplicate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -51,6 +55,7 @@ impl DropReason {
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::Closed => "closed",
             DropReason::NoRecipient => "no_recipient",
+            DropReason::Duplicate => "duplicate",
         }
     }
 }
@@ -88,7 +93,7 @@ pub fn describe() {
     metrics::describe_counter!(
         DROPPED,
         metrics::Unit::Count,
-        "Fanned-out messages not queued: slow_consumer (queue full, connection closed), closed (connection already closing), no_recipient (matched no connection)."
+        "Fanned-out messages not queued: slow_consumer (queue full, connection closed), closed (connection already closing), no_recipient (matched no connection), duplicate (a REST send repeating a message id within the dedupe window)."
     );
     metrics::describe_counter!(
         SLOW_CONSUMERS,
@@ -136,7 +141,7 @@ mod tests {
             text.contains("herald_service_deliveries_total 0\n"),
             "{text}"
         );
-        for reason in ["slow_consumer", "closed", "no_recipient"] {
+        for reason in ["slow_consumer", "closed", "no_recipient", "duplicate"] {
             assert!(
                 text.contains(&format!(
                     "herald_service_dropped_total{{reason=\"{reason}\"}} 0\n"

@@ -6,6 +6,14 @@
 //! data-plane REST API under `/api` (2022-06-01) and `/api/v1`. The service never imports the
 //! daemon's configuration: the caller builds a [`ServiceOptions`].
 //!
+//! Two "nothing lost" features sit on top of Azure's surface: a REST send carrying
+//! `x-herald-message-id` is fanned out once per id within [`ServiceOptions::dedupe_window`]
+//! (repeats get 202 and are counted as `duplicate` drops), and a WebSocket client that
+//! negotiates `useStatefulReconnect=true` gets ASP.NET Core's stateful reconnect: its
+//! connection outlives a dropped socket for [`ServiceOptions::reconnect_window`], and a new
+//! socket with the same connection token resumes it (`Sequence`, then the unacknowledged
+//! frames, in order).
+//!
 //! # Layout
 //!
 //! ```text
@@ -17,15 +25,19 @@
 //! registry.rs       ids/users/groups, two-way maps; std RwLock, never across .await
 //! fanout.rs         recipient → connections → encode once per protocol → try_send
 //! rest.rs           the data-plane REST API
+//! dedupe.rs         exactly-once sends: the window of `x-herald-message-id`s seen
+//! replay.rs         stateful reconnect: replay buffer, sequence ids, Acks
 //! metrics.rs        metric names, HELP text, zero values before traffic
 //! ```
 
 mod auth;
 mod connection;
+mod dedupe;
 mod fanout;
 pub mod metrics;
 mod negotiate;
 mod registry;
+mod replay;
 mod rest;
 mod transport;
 
@@ -80,6 +92,21 @@ pub struct ServiceOptions {
     /// WebSocket and SSE transports are not idle: the keep-alive and client timeout govern
     /// them.
     pub idle_timeout: Duration,
+    /// How long a REST send's message id (`x-herald-message-id`) is remembered: a repeat
+    /// within it is answered 202 and not delivered again (10 min; zero turns it off).
+    pub dedupe_window: Duration,
+    /// Most message ids remembered; past it the oldest is forgotten first (100 000; zero
+    /// turns deduplication off).
+    pub dedupe_capacity: usize,
+    /// Stateful reconnect: most bytes of sent but unacknowledged messages kept per
+    /// connection for replay (ASP.NET's `StatefulReconnectBufferSize`, 100 000). Past it the
+    /// connection's writer waits for the client's Ack (and a queue that fills meanwhile
+    /// closes the connection as a slow consumer). Zero: stateful reconnect is not offered.
+    pub stateful_reconnect_buffer: usize,
+    /// Stateful reconnect: how long a connection whose WebSocket dropped stays alive (id,
+    /// user, groups, buffer) for the client to resume it (ASP.NET's `DisconnectTimeout`,
+    /// 15 s). After it the connection is closed as any other.
+    pub reconnect_window: Duration,
 }
 
 impl ServiceOptions {
@@ -99,6 +126,10 @@ impl ServiceOptions {
             shutdown_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
+            dedupe_window: Duration::from_secs(600),
+            dedupe_capacity: 100_000,
+            stateful_reconnect_buffer: 100_000,
+            reconnect_window: Duration::from_secs(15),
         }
     }
 }
@@ -147,6 +178,7 @@ impl Service {
         })?;
         let shared = Arc::new(Shared {
             registry: Registry::new(options.max_connections),
+            dedupe: dedupe::Dedupe::new(options.dedupe_window, options.dedupe_capacity),
             local_addr,
             shutdown: shutdown.child_token(),
             tracker: TaskTracker::new(),
@@ -168,7 +200,7 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
     if options.access_keys.iter().all(|k| k.is_empty()) {
         return Err(ServiceError::NoAccessKeys);
     }
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("keep_alive", options.keep_alive.is_zero()),
         ("client_timeout", options.client_timeout.is_zero()),
         ("handshake_timeout", options.handshake_timeout.is_zero()),
@@ -178,6 +210,7 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
         ("max_message_size", options.max_message_size == 0),
         ("header_read_timeout", options.header_read_timeout.is_zero()),
         ("idle_timeout", options.idle_timeout.is_zero()),
+        ("reconnect_window", options.reconnect_window.is_zero()),
     ];
     for (option, bad) in checks {
         if bad {
@@ -218,6 +251,8 @@ pub(crate) struct Shared {
     pub(crate) options: ServiceOptions,
     /// Connections, users and groups; see `registry.rs` for its locking.
     pub(crate) registry: Registry,
+    /// Message ids of REST sends already fanned out (its own short std `Mutex`).
+    pub(crate) dedupe: dedupe::Dedupe,
     pub(crate) local_addr: SocketAddr,
     /// Child of the caller's token: cancelling it stops only this service.
     pub(crate) shutdown: CancellationToken,

@@ -2,9 +2,12 @@
 //! the client token and creates a connection → ServiceHandle internals.
 //!
 //! Version 0 answers `connectionId` only (clients use it as `id`); version ≥ 1 also a
-//! secret `connectionToken` (the transports' `id`). Stateful reconnect is not offered, so
-//! `useStatefulReconnect` is never returned (the JS client refuses a server that returns
-//! it unasked, and without it the client simply does not use it).
+//! secret `connectionToken` (the transports' `id`). Stateful reconnect is answered
+//! (`"useStatefulReconnect": true`) only when asked with `useStatefulReconnect=true`, at
+//! negotiate version ≥ 1 (the resume presents the secret token), and when the service's
+//! replay buffer is not zero; the JS client refuses a server that returns it unasked. The
+//! connection then keeps a replay buffer; it applies to WebSockets only (the other
+//! transports ignore it, as in ASP.NET Core).
 
 use std::sync::Arc;
 
@@ -50,6 +53,9 @@ pub(crate) async fn negotiate(
         Ok(claims) => claims,
         Err(error) => return (StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
     };
+    let stateful = version >= 1
+        && shared.options.stateful_reconnect_buffer > 0
+        && param("useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let connection_id = new_id();
     let token = if version >= 1 {
         new_id()
@@ -62,6 +68,7 @@ pub(crate) async fn negotiate(
         token.clone(),
         hub,
         claims.user_id(),
+        stateful,
     ) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
@@ -77,6 +84,9 @@ pub(crate) async fn negotiate(
     });
     if version >= 1 {
         body["connectionToken"] = json!(token);
+    }
+    if stateful {
+        body["useStatefulReconnect"] = json!(true);
     }
     axum::Json(body).into_response()
 }
@@ -106,20 +116,23 @@ impl IntoResponse for ClientError {
     }
 }
 
-/// Create and register a connection and start its supervisor; 503 when the service is full.
+/// Create and register a connection (with a replay buffer if `stateful`) and start its
+/// supervisor; 503 when the service is full.
 pub(crate) fn open(
     shared: &Arc<Shared>,
     id: String,
     token: String,
     hub: &str,
     user: Option<&str>,
+    stateful: bool,
 ) -> Result<Arc<Connection>, ClientError> {
-    let connection = Connection::new(
+    let connection = Connection::with_replay(
         id,
         token,
         hub_key(hub),
         user.map(str::to_string),
         shared.options.outbound_queue,
+        stateful.then_some(shared.options.stateful_reconnect_buffer),
     );
     if let Err(error) = shared.registry.insert(connection.clone()) {
         tracing::warn!(%error, "refusing a connection");

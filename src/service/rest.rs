@@ -7,6 +7,9 @@
 //! query (see `auth.rs`). Status codes follow the 2022-06-01 spec under `/api` and the v1
 //! spec under `/api/v1`; a 404 from an existence check or a group operation carries
 //! `x-ms-error-code`. Hub names are lowercased (`application` prefixes them as `app_hub`).
+//!
+//! Sends carrying `x-herald-message-id` (herald's outbox sets it) are deduplicated: a repeat
+//! of an id seen within the window is answered 202 and not fanned out (see `dedupe.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +20,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::metrics::{self as service_metrics, DropReason};
 use super::{ServiceHandle, Shared, auth};
 use crate::message::{Message, Recipient};
 use crate::signalr::names;
 use crate::signalr::protocol::{HubMessage, json as json_protocol, msgpack};
+use crate::signalr::rest::MESSAGE_ID_HEADER;
 
 /// Which spec's status codes apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +299,17 @@ fn handle(
     match operation {
         Op::Send(target) => {
             let (target_name, arguments) = payload(headers, body)?;
+            // Exactly once: a repeated message id is accepted but not fanned out again.
+            if let Some(id) = headers
+                .get(MESSAGE_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|id| !id.is_empty())
+                && !shared.dedupe.first_time(id)
+            {
+                service_metrics::dropped(DropReason::Duplicate);
+                tracing::debug!(hub = %hub, message_id = id, "REST send repeats a message id: not delivered again");
+                return Ok(StatusCode::ACCEPTED);
+            }
             // `excluded` applies to hub-wide and group sends only (as in Azure).
             let excluded = match target {
                 Target::All | Target::Group(_) => excluded,

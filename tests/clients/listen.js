@@ -8,7 +8,8 @@
 //
 // usage: node listen.js --url URL [--transport WebSockets|ServerSentEvents|LongPolling]
 //          [--protocol json|messagepack] [--target NAME]... [--token JWT] [--count N]
-//          [--header NAME=VALUE]... [--reconnect] [--trace-received]
+//          [--header NAME=VALUE]... [--reconnect] [--stateful] [--trace-received]
+// --stateful builds the connection withStatefulReconnect() (WebSockets only).
 "use strict";
 const signalR = require("@microsoft/signalr");
 const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
@@ -25,6 +26,7 @@ function parseArgs(argv) {
     else if (a === "--token") opts.token = next();
     else if (a === "--count") opts.count = Number(next());
     else if (a === "--reconnect") opts.reconnect = true;
+    else if (a === "--stateful") opts.stateful = true;
     else if (a === "--trace-received") opts.traceReceived = true;
     else if (a === "--header") {
       const [k, ...v] = next().split("=");
@@ -63,6 +65,7 @@ async function main() {
     .configureLogging(logger);
   if (opts.protocol === "messagepack") builder = builder.withHubProtocol(new MessagePackHubProtocol());
   if (opts.reconnect) builder = builder.withAutomaticReconnect([0, 500, 1000]);
+  if (opts.stateful) builder = builder.withStatefulReconnect();
   const connection = builder.build();
 
   let received = 0;

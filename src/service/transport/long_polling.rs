@@ -31,10 +31,10 @@ pub(crate) async fn poll(shared: &Shared, connection: Arc<Connection>) -> Respon
         () = superseded.cancelled() => StatusCode::NO_CONTENT.into_response(),
         frame = rx.recv() => match frame {
             Some(first) => {
-                let mut body = first.as_bytes().to_vec();
+                let mut body = first.frame.as_bytes().to_vec();
                 while body.len() < MAX_POLL_BYTES {
                     match rx.try_recv() {
-                        Ok(frame) => body.extend_from_slice(frame.as_bytes()),
+                        Ok(item) => body.extend_from_slice(item.frame.as_bytes()),
                         Err(_) => break,
                     }
                 }

@@ -5,7 +5,8 @@
 //! Every request carries the client token (header or `access_token`), checked as at
 //! negotiate. A WebSocket without `id` is a negotiate-less connection; SSE, long polling,
 //! POST and DELETE need `id` (400), an unknown `id` is 404, and a token for another user
-//! than the one that negotiated is 403.
+//! than the one that negotiated is 403. A WebSocket with the `id` of a stateful connection
+//! (negotiated with `useStatefulReconnect=true`) that already had one resumes it.
 
 mod long_polling;
 mod sse;
@@ -68,13 +69,13 @@ pub(crate) async fn client(
     };
     match method {
         Method::GET if accepts_event_stream(&headers) => {
-            if let Err(error) = connection.attach(TransportKind::ServerSentEvents) {
+            if let Err(error) = connection.attach(TransportKind::ServerSentEvents).map(drop) {
                 return attach_error(error);
             }
             sse::open(connection).await
         }
         Method::GET => {
-            if let Err(error) = connection.attach(TransportKind::LongPolling) {
+            if let Err(error) = connection.attach(TransportKind::LongPolling).map(drop) {
                 return attach_error(error);
             }
             long_polling::poll(&shared, connection).await
@@ -110,16 +111,18 @@ fn websocket(
         None => {
             // Negotiate-less: what pysignalr and signalrcore do after an Azure redirect.
             let id = new_id();
-            match negotiate::open(shared, id.clone(), id, hub, claims.user_id()) {
+            match negotiate::open(shared, id.clone(), id, hub, claims.user_id(), false) {
                 Ok(connection) => connection,
                 Err(error) => return error.into_response(),
             }
         }
     };
-    if let Err(error) = connection.attach(TransportKind::WebSockets) {
-        return attach_error(error);
-    }
-    ws::upgrade(shared.clone(), upgrade, connection)
+    // A stateful connection's second WebSocket resumes it (see `Connection::attach`).
+    let attachment = match connection.attach(TransportKind::WebSockets) {
+        Ok(attachment) => attachment,
+        Err(error) => return attach_error(error),
+    };
+    ws::upgrade(shared.clone(), upgrade, connection, attachment)
 }
 
 /// The live connection `id` of `hub`, owned by the token's user.

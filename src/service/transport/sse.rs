@@ -13,10 +13,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{OwnedMutexGuard, mpsc};
 
-use crate::service::connection::{ActiveGuard, Connection, Frame};
+use crate::service::connection::{ActiveGuard, Connection, Frame, Outgoing};
 
 struct Stream {
-    rx: OwnedMutexGuard<mpsc::Receiver<Frame>>,
+    rx: OwnedMutexGuard<mpsc::Receiver<Outgoing>>,
     connection: Arc<Connection>,
     _active: ActiveGuard,
     done: bool,
@@ -39,7 +39,7 @@ pub(crate) async fn open(connection: Arc<Connection>) -> Response {
         }
         tokio::select! {
             biased;
-            frame = s.rx.recv() => frame.map(|f| (Ok(event(&[f])), s)),
+            item = s.rx.recv() => item.map(|o| (Ok(event(&[o.frame])), s)),
             () = s.connection.closed() => {
                 let frames = s.connection.final_frames(&mut s.rx);
                 s.done = true;

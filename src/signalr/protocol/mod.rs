@@ -161,6 +161,20 @@ impl HubMessage {
         }
     }
 
+    /// Whether the message gets a sequence id under stateful reconnect (ASP.NET's
+    /// `HubInvocationMessage`s: Invocation, StreamItem, Completion, StreamInvocation,
+    /// CancelInvocation). Ping, Close, Ack and Sequence are not tracked.
+    pub fn is_trackable(&self) -> bool {
+        matches!(
+            self,
+            HubMessage::Invocation { .. }
+                | HubMessage::StreamItem { .. }
+                | HubMessage::Completion { .. }
+                | HubMessage::StreamInvocation { .. }
+                | HubMessage::CancelInvocation { .. }
+        )
+    }
+
     /// The numeric `type` of this message.
     pub fn type_id(&self) -> u8 {
         match self {
@@ -358,6 +372,55 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(err.as_deref(), Some("no"));
+    }
+
+    #[test]
+    fn ack_and_sequence_bytes_and_trackability() {
+        let ack = HubMessage::Ack { sequence_id: 1394 };
+        let sequence = HubMessage::Sequence { sequence_id: 1234 };
+        assert_eq!(
+            Protocol::Json.encode(&ack).unwrap(),
+            b"{\"type\":8,\"sequenceId\":1394}\x1e"
+        );
+        assert_eq!(
+            Protocol::Json.encode(&sequence).unwrap(),
+            b"{\"type\":9,\"sequenceId\":1234}\x1e"
+        );
+        // [8, 5] and [9, 300] with their length prefixes.
+        assert_eq!(
+            Protocol::MessagePack
+                .encode(&HubMessage::Ack { sequence_id: 5 })
+                .unwrap(),
+            vec![3, 0x92, 8, 5]
+        );
+        assert_eq!(
+            Protocol::MessagePack
+                .encode(&HubMessage::Sequence { sequence_id: 300 })
+                .unwrap(),
+            vec![5, 0x92, 9, 0xcd, 0x01, 0x2c]
+        );
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            for message in [&ack, &sequence] {
+                let bytes = protocol.encode(message).unwrap();
+                assert_eq!(
+                    protocol.decode_frame(&bytes).unwrap(),
+                    vec![message.clone()]
+                );
+            }
+        }
+        assert!(HubMessage::invocation("t", vec![]).is_trackable());
+        assert!(HubMessage::completion_error("1", "e").is_trackable());
+        for untracked in [
+            HubMessage::Ping,
+            ack,
+            sequence,
+            HubMessage::Close {
+                error: None,
+                allow_reconnect: true,
+            },
+        ] {
+            assert!(!untracked.is_trackable(), "{untracked:?}");
+        }
     }
 
     #[test]
