@@ -9,6 +9,7 @@ pub mod names;
 pub mod protocol;
 pub mod rest;
 pub mod token;
+pub mod upstream;
 
 use std::fmt;
 use std::str::FromStr;
