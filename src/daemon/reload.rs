@@ -204,12 +204,25 @@ pub fn reload(live: &LiveConfig, log: &ReloadLog) -> ReloadOutcome {
         text.and_then(|t| config::load_str(&current.path, &t, &|name| std::env::var(name).ok()));
     match loaded {
         Err(errors) => {
-            for d in &errors.diagnostics {
+            // Bounded: the first REPORT_LIMIT problems are logged and kept for /healthz.
+            let limit = config::diagnostic::REPORT_LIMIT;
+            let count = errors.diagnostics.len();
+            for d in errors.diagnostics.iter().take(limit) {
                 tracing::error!("{d}");
             }
-            let errors: Vec<String> = errors.diagnostics.iter().map(|d| d.to_string()).collect();
+            let mut errors: Vec<String> = errors
+                .diagnostics
+                .iter()
+                .take(limit)
+                .map(|d| d.to_string())
+                .collect();
+            if count > limit {
+                let more = format!("... and {} more errors", count - limit);
+                tracing::error!("{more}");
+                errors.push(more);
+            }
             tracing::error!(
-                count = errors.len(),
+                count,
                 generation = live.generation(),
                 "config reload rejected; the last good config keeps running"
             );
