@@ -104,7 +104,8 @@ impl ReloadLog {
     }
 }
 
-/// Keys whose change needs a restart: the listeners and the service connection.
+/// Keys whose change needs a restart: the listeners, the service connection and the state
+/// database.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.http.listen != new.http.listen {
@@ -118,6 +119,12 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.api_version != new.api_version {
         keys.push("signalr.api_version");
+    }
+    if old.state.dir != new.state.dir {
+        keys.push("state.dir");
+    }
+    if old.state.synchronous != new.state.synchronous {
+        keys.push("state.synchronous");
     }
     if old.http.request_timeout != new.http.request_timeout {
         keys.push("http.request_timeout");
