@@ -19,13 +19,14 @@
 //! cron.rs         NCRONTAB (6 fields, 5 accepted) in an IANA zone → next fires
 //! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
 //!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
-//! signalr/        ServiceEndpoint (connection strings), token, rest (RestClient), protocol
+//! signalr/        ServiceEndpoint (connection strings), names (REST naming rules), token,
+//!                 rest/ (RestClient), protocol/, upstream (X-ASRS headers, signatures)
 //! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
 //! daemon/         `herald run`: composition (mod.rs), endpoint (Azure or embedded), http
-//!                 (negotiate, status routes, health, metrics), schedule, reload,
-//!                 delivery, auth; functions/ (Azure Functions custom handler: handler.rs
+//!                 (negotiate, status routes, history, health, metrics), outbox (delivers
+//!                 what the store holds), schedule, reload, delivery, auth; functions/ (Azure Functions custom handler: handler.rs
 //!                 serves host invocations with the same code, init.rs generates the app)
 //! ```
 
