@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Text built from YAML-ish pieces, so the parser gets deep into real structures.
 fn yamlish() -> impl Strategy<Value = String> {
@@ -58,7 +59,13 @@ fn yamlish() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    // A failing case is kept in `tests/config_props.proptest-regressions`, next to this file
+    // (commit it: proptest replays it first on every later run).
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn loading_never_panics(text in yamlish()) {

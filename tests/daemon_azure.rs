@@ -9,38 +9,32 @@ use std::time::Duration;
 use herald::signalr::token;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{ACCESS_KEY, Daemon, Recorder, claims};
+use support::http::error_of;
+use support::{ACCESS_KEY, Daemon, DaemonYaml, Recorder, claims};
 
-const KEY: &str = "0123456789abcdef0123456789abcdef-test-key";
+const KEY: &str = support::API_KEY;
 
+/// The base config with a richer `status` template, an `order` template and routes to a
+/// user, a group and a connection; `extra` is written after the routes.
 fn config(extra: &str) -> String {
-    format!(
-        r#"
-http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications: {{}}
-templates:
-  system-status:
-    target: statusUpdate
-    arguments:
-      - timestamp: "{{{{ now }}}}"
-        status: "{{{{ status | default('System operational') }}}}"
-        message: "{{{{ message | default('All services running normally') }}}}"
-  order:
+    DaemonYaml::azure()
+        .arguments(
+            r#"
+      - timestamp: "{{ now }}"
+        status: "{{ status | default('System operational') }}"
+        message: "{{ message | default('All services running normally') }}""#,
+        )
+        .templates(
+            r#"  order:
     target: orderStatus
     arguments:
-      - "{{{{ params.id }}}}"
-      - "{{{{ status }}}}"
-      - "{{{{ count }}}}"
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: system-status
-    auth:
-      api_key: {KEY}
-  to-user:
+      - "{{ params.id }}"
+      - "{{ status }}"
+      - "{{ count }}"
+"#,
+        )
+        .routes(&format!(
+            r#"  to-user:
     path: /api/users/{{user}}/orders/{{id}}
     hub: notifications
     template: order
@@ -57,21 +51,14 @@ routes:
     hub: notifications
     template: order
     to: {{connection: "{{{{ params.id }}}}"}}
-{extra}"#
-    )
+"#
+        ))
+        .section(extra)
+        .build()
 }
 
 async fn start(extra: &str) -> (Recorder, Daemon) {
-    herald::install_crypto();
-    let rec = Recorder::start().await;
-    let cs = rec.connection_string();
-    let yaml = config(extra);
-    let daemon = tokio::task::spawn_blocking(move || {
-        Daemon::start(&yaml, &[("AzureSignalRConnectionString", cs.as_str())])
-    })
-    .await
-    .unwrap();
-    (rec, daemon)
+    support::start_with_recorder(&config(extra)).await
 }
 
 /// Verify a REST request's bearer token as Azure would and check the audience has no port.
@@ -228,20 +215,9 @@ async fn targets_map_to_rest_paths_and_keep_json_types() {
     assert_eq!(sends[1].json()["arguments"][0], "42");
 }
 
-async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
-    let status = r.status();
-    let body: Value = r.json().await.expect("JSON error body");
-    assert!(
-        body["error"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
-    (status, body)
-}
-
 #[tokio::test]
 async fn status_route_errors() {
-    let extra =
-        "  small:\n    path: /api/small\n    hub: notifications\n    template: system-status\n";
+    let extra = "  small:\n    path: /api/small\n    hub: notifications\n    template: status\n";
     let (rec, d) = start(extra).await;
     let http = reqwest::Client::new();
     let post = |path: &str| http.post(d.url(path));
@@ -351,7 +327,7 @@ async fn status_route_errors() {
 
 #[tokio::test]
 async fn every_second_schedule_fires_on_distinct_seconds() {
-    let extra = "schedules:\n  tick:\n    cron: '* * * * * *'\n    hub: notifications\n    template: system-status\n";
+    let extra = "schedules:\n  tick:\n    cron: '* * * * * *'\n    hub: notifications\n    template: status\n";
     let (rec, _d) = start(extra).await;
     let sends = rec.wait_for(2, Duration::from_secs(3)).await;
     assert!(sends.len() >= 2, "fired {} times in 3 s", sends.len());
@@ -393,14 +369,7 @@ hubs:
         bearer: {secret: jwt-secret-for-tests, issuer: https://idp.test}
         required: true
 "#;
-    herald::install_crypto();
-    let rec = Recorder::start().await;
-    let cs = rec.connection_string();
-    let d = tokio::task::spawn_blocking(move || {
-        Daemon::start(yaml, &[("AzureSignalRConnectionString", cs.as_str())])
-    })
-    .await
-    .unwrap();
+    let (_rec, d) = support::start_with_recorder(yaml).await;
     let http = reqwest::Client::new();
     let b: Value = http
         .post(d.url("/api/a/negotiate"))

@@ -10,9 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ClientProcess, Daemon, free_port};
+use support::http::wait_until;
+use support::{ClientProcess, Daemon, DaemonYaml, free_port};
 
-const KEY: &str = "durability-test-api-key-0123456789ab";
+const KEY: &str = support::API_KEY;
 const ACCESS_KEY: &str = "durability-test-access-key-0123456789abcdef";
 
 /// `herald service` as its own process, on a port picked here.
@@ -64,37 +65,20 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// The status template's arguments in this file: the posted `n`.
+const ARGUMENTS: &str = r#"["{{ n }}"]"#;
+
 fn azure_config(port: u16, state: &std::path::Path) -> String {
-    format!(
-        r#"signalr:
-  connection_string: "Endpoint=http://127.0.0.1;Port={port};AccessKey={ACCESS_KEY};Version=1.0;"
-http:
-  listen: 127.0.0.1:0
-state:
-  dir: {state}
-hubs:
-  notifications: {{}}
-templates:
-  status:
-    target: statusUpdate
-    arguments: ["{{{{ n }}}}"]
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: status
-    auth: {{api_key: {KEY}}}
-"#,
-        state = state.display()
-    )
+    DaemonYaml::connection_string(&format!(
+        "Endpoint=http://127.0.0.1;Port={port};AccessKey={ACCESS_KEY};Version=1.0;"
+    ))
+    .arguments(ARGUMENTS)
+    .section(&format!("state:\n  dir: {}\n", state.display()))
+    .build()
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> Option<reqwest::Response> {
-    client
-        .post(url)
-        .header("x-api-key", KEY)
-        .json(&body)
-        .send()
+    support::http::post(client, url, Some(KEY), &body)
         .await
         .ok()
 }
@@ -167,33 +151,16 @@ async fn accepted_messages_survive_a_frozen_service_and_a_killed_herald_exactly_
     assert_eq!(client.messages().len(), expected.len());
 }
 
-fn embedded_config(extra_hub: &str, extra_routes: &str) -> String {
-    format!(
-        r#"signalr:
-  embedded:
-    listen: 127.0.0.1:0
-http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications:
-{extra_hub}
-templates:
-  status:
-    target: statusUpdate
-    arguments: ["{{{{ n }}}}"]
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: status
-    auth: {{api_key: {KEY}}}
-{extra_routes}"#
-    )
+fn embedded_config(extra_hub: &str, extra_routes: &str) -> DaemonYaml {
+    DaemonYaml::embedded()
+        .hub(extra_hub)
+        .arguments(ARGUMENTS)
+        .routes(extra_routes)
 }
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_answers_the_first_id_and_sends_once() {
-    let daemon = Daemon::start(&embedded_config("    {}", ""), &[]);
+    let daemon = Daemon::start(&embedded_config("    {}", "").build(), &[]);
     let mut client = ClientProcess::js(&["--url", &daemon.url("/api")]);
     client.connected();
     let http = reqwest::Client::new();
@@ -259,7 +226,7 @@ async fn history_returns_exactly_what_was_missed_and_never_another_users() {
     let routes = format!(
         "  direct:\n    path: /api/direct/{{user}}\n    hub: notifications\n    template: status\n    to: {{user: \"{{{{ params.user }}}}\"}}\n    auth: {{api_key: {KEY}}}\n"
     );
-    let daemon = Daemon::start(&embedded_config(hub, &routes), &[]);
+    let daemon = Daemon::start(&embedded_config(hub, &routes).build(), &[]);
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for (path, n) in [
@@ -276,11 +243,15 @@ async fn history_returns_exactly_what_was_missed_and_never_another_users() {
         ids.push(v["id"].as_str().unwrap().to_string());
     }
     // History is written as messages are delivered: wait for all four.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ns(&history(&daemon, Some("alice"), "").await).len() < 3 {
-        assert!(Instant::now() < deadline, "history not written");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), "history not written", || async {
+        let got = ns(&history(&daemon, Some("alice"), "").await);
+        if got.len() >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
     assert_eq!(
         ns(&history(&daemon, Some("alice"), "").await),
         ["b1", "a1", "b2"]
@@ -314,10 +285,9 @@ async fn history_returns_exactly_what_was_missed_and_never_another_users() {
 
 #[tokio::test]
 async fn a_retained_status_is_answered_on_get_and_survives_a_restart() {
-    let config = embedded_config("    {}", "").replace(
-        "    auth: {api_key: durability-test-api-key-0123456789ab}\n",
-        "    auth: {api_key: durability-test-api-key-0123456789ab}\n    retain: true\n",
-    );
+    let config = embedded_config("    {}", "")
+        .status_route("    retain: true\n")
+        .build();
     assert!(config.contains("retain: true"));
     let mut daemon = Daemon::start(&config, &[]);
     let http = reqwest::Client::new();
@@ -398,10 +368,9 @@ fn a_corrupt_state_database_is_a_startup_error_naming_the_file() {
 
 #[tokio::test]
 async fn templates_see_the_message_id_the_caller_gets() {
-    let config = embedded_config("    {}", "").replace(
-        "    arguments: [\"{{ n }}\"]\n",
-        "    arguments: [\"{{ n }}\", \"{{ id }}\"]\n",
-    );
+    let config = embedded_config("    {}", "")
+        .arguments(r#"["{{ n }}", "{{ id }}"]"#)
+        .build();
     let daemon = Daemon::start(&config, &[]);
     let mut client = ClientProcess::js(&["--url", &daemon.url("/api")]);
     client.connected();

@@ -1,93 +1,31 @@
 //! herald's own REST client against the embedded service, in-process: every data-plane
 //! operation round-trips, observed through real WebSocket connections.
 
+mod support;
+
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use herald::message::{Message, Recipient};
 use herald::service::{Service, ServiceOptions};
 use herald::signalr::rest::{ApiVersion, RestClient, RestOptions};
 use herald::signalr::{ServiceEndpoint, token};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message as Ws;
+use support::ws::SignalrWs;
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "embedded-rest-test-key-0123456789";
 const HUB: &str = "chat";
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A JSON-protocol connection: negotiate, open the WebSocket, handshake.
-struct Conn {
-    id: String,
-    ws: Socket,
-}
-
-impl Conn {
-    async fn open(endpoint: &ServiceEndpoint, user: Option<&str>) -> Conn {
-        let t = token::mint_client(
-            KEY,
-            &endpoint.client_audience(HUB),
-            user,
-            Duration::from_secs(600),
-        )
-        .unwrap();
-        let base = endpoint.client_url(HUB);
-        let negotiate =
-            base.replace("/client/?hub=", "/client/negotiate?hub=") + "&negotiateVersion=1";
-        let n: Value = reqwest::Client::new()
-            .post(&negotiate)
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = n["connectionId"].as_str().unwrap().to_string();
-        let ws_url = format!(
-            "{}&id={}&access_token={t}",
-            base.replace("http://", "ws://"),
-            n["connectionToken"].as_str().unwrap()
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-        ws.send(Ws::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
-            .await
-            .unwrap();
-        let reply = next_text(&mut ws).await.expect("handshake reply");
-        assert!(reply.starts_with("{}\u{1e}"), "{reply}");
-        Conn { id, ws }
-    }
-
-    /// The next Invocation's arguments, skipping pings; `None` when nothing arrives in time.
-    async fn invocation(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let text = tokio::time::timeout_at(deadline, next_text(&mut self.ws))
-                .await
-                .ok()??;
-            for record in text.split('\u{1e}').filter(|r| !r.is_empty()) {
-                let v: Value = serde_json::from_str(record).unwrap();
-                match v["type"].as_u64() {
-                    Some(1) => return Some(v["arguments"].clone()),
-                    Some(7) => return Some(json!({"closed": v})),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-async fn next_text(ws: &mut Socket) -> Option<String> {
-    while let Some(Ok(msg)) = ws.next().await {
-        match msg {
-            Ws::Text(t) => return Some(t.to_string()),
-            Ws::Close(_) => return None,
-            _ => {}
-        }
-    }
-    None
+/// A JSON-protocol connection to `HUB` as `user`: negotiated, WebSocket open, handshake done.
+async fn open(endpoint: &ServiceEndpoint, user: Option<&str>) -> SignalrWs {
+    let t = token::mint_client(
+        KEY,
+        &endpoint.client_audience(HUB),
+        user,
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    SignalrWs::connect(&endpoint.client_url(HUB), &t).await
 }
 
 fn msg(to: Recipient, n: u32) -> Message {
@@ -125,8 +63,8 @@ async fn run_all_operations(api: ApiVersion) {
     let v1 = api == ApiVersion::V1;
 
     rest.health().await.unwrap();
-    let mut a = Conn::open(&endpoint, Some("alice")).await;
-    let mut b = Conn::open(&endpoint, Some("bob")).await;
+    let mut a = open(&endpoint, Some("alice")).await;
+    let mut b = open(&endpoint, Some("bob")).await;
 
     assert!(rest.connection_exists(HUB, &a.id).await.unwrap());
     assert!(!rest.connection_exists(HUB, "nope").await.unwrap());

@@ -12,9 +12,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{ClientProcess, Daemon};
+use support::http::post_accepted_blocking;
+use support::{ClientProcess, Daemon, DaemonYaml};
 
-const KEY: &str = "idle-test-api-key-0123456789abcdef";
+const KEY: &str = support::API_KEY;
 const ACCESS_KEY: &str = "idle-access-key-0123456789abcdef";
 /// Longer than two client timeouts (2 × 30 s): a missing keep-alive cannot go unnoticed.
 const IDLE: Duration = Duration::from_secs(60);
@@ -22,46 +23,18 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// Production intervals: `signalr.embedded` sets no keep-alive or timeout override.
 fn config() -> String {
-    format!(
-        r#"
-signalr:
-  embedded:
-    listen: 127.0.0.1:0
-    access_key: {ACCESS_KEY}
-http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications: {{}}
-templates:
-  system-status:
-    target: statusUpdate
-    arguments:
-      - status: "{{{{ status }}}}"
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: system-status
-    auth: {{api_key: {KEY}}}
-"#
-    )
+    DaemonYaml::embedded()
+        .embedded_extra(&format!("    access_key: {ACCESS_KEY}\n"))
+        .arguments("\n      - status: \"{{ status }}\"")
+        .build()
 }
 
 fn post_status(d: &Daemon, status: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(d.url("/api/status"))
-            .header("X-API-Key", KEY)
-            .json(&json!({ "status": status }))
-            .send()
-            .await
-            .expect("status POST");
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    });
+    post_accepted_blocking(
+        &d.url("/api/status"),
+        Some(KEY),
+        &json!({ "status": status }),
+    );
 }
 
 /// Never this long without data from the server: the keep-alive is 15 s, and the client's

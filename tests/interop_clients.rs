@@ -11,60 +11,35 @@ use herald::message::{Message, Recipient};
 use herald::signalr::ServiceEndpoint;
 use herald::signalr::rest::{RestClient, RestOptions};
 use serde_json::json;
-use support::{ClientProcess, Daemon};
+use support::http::post_accepted_blocking;
+use support::{ClientProcess, Daemon, DaemonYaml};
 
-const KEY: &str = "interop-test-api-key-0123456789abcdef";
+const KEY: &str = support::API_KEY;
 const ACCESS_KEY: &str = "interop-access-key-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config() -> String {
-    format!(
-        r#"
-signalr:
-  embedded:
-    listen: 127.0.0.1:0
-    access_key: {ACCESS_KEY}
-http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications: {{}}
-templates:
-  system-status:
-    target: statusUpdate
-    arguments:
-      - timestamp: "{{{{ now }}}}"
-        status: "{{{{ status | default('System operational') }}}}"
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: system-status
-    auth: {{api_key: {KEY}}}
-  group:
+    DaemonYaml::embedded()
+        .embedded_extra(&format!("    access_key: {ACCESS_KEY}\n"))
+        .arguments(
+            r#"
+      - timestamp: "{{ now }}"
+        status: "{{ status | default('System operational') }}""#,
+        )
+        .routes(&format!(
+            r#"  group:
     path: /api/groups/{{name}}
     hub: notifications
-    template: system-status
+    template: status
     to: {{group: "{{{{ params.name }}}}"}}
     auth: {{api_key: {KEY}}}
 "#
-    )
+        ))
+        .build()
 }
 
 fn post_status(d: &Daemon, path: &str, status: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(d.url(path))
-            .header("X-API-Key", KEY)
-            .json(&json!({ "status": status }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    });
+    post_accepted_blocking(&d.url(path), Some(KEY), &json!({ "status": status }));
 }
 
 #[test]

@@ -8,14 +8,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::Daemon;
+use support::{Daemon, DaemonYaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(http_extra: &str) -> String {
-    format!(
-        "signalr:\n  embedded:\n    listen: 127.0.0.1:0\nhttp:\n  listen: 127.0.0.1:0\n{http_extra}hubs:\n  notifications: {{}}\n"
-    )
+    DaemonYaml::embedded().http(http_extra).build()
 }
 
 /// Read until the peer closes the connection; how long that took, or None if it stayed open

@@ -9,31 +9,13 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{ClientProcess, Daemon};
+use support::ws::{client_negotiate_url, negotiate};
+use support::{ClientProcess, Daemon, DaemonYaml};
 
-const KEY: &str = "operations-test-api-key-0123456789ab";
+const KEY: &str = support::API_KEY;
 
 fn config(extra_routes: &str) -> String {
-    format!(
-        r#"signalr:
-  embedded:
-    listen: 127.0.0.1:0
-http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications: {{}}
-templates:
-  status:
-    target: statusUpdate
-    arguments: ["{{{{ status | default('ok') }}}}"]
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: status
-    auth: {{api_key: {KEY}}}
-{extra_routes}"#
-    )
+    DaemonYaml::embedded().routes(extra_routes).build()
 }
 
 /// Collects sd_notify datagrams.
@@ -329,25 +311,13 @@ async fn rate_limited_route_answers_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_connection_limit_refuses_extra_connections() {
-    let yaml = config("").replace(
-        "    listen: 127.0.0.1:0\nhttp",
-        "    listen: 127.0.0.1:0\n    max_connections: 1\nhttp",
-    );
+    let yaml = DaemonYaml::embedded()
+        .embedded_extra("    max_connections: 1\n")
+        .build();
     let d = tokio::task::block_in_place(|| Daemon::start(&yaml, &[]));
     let http = reqwest::Client::new();
-    let info: serde_json::Value = http
-        .post(d.url("/api/negotiate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let negotiate = info["url"]
-        .as_str()
-        .unwrap()
-        .replace("/client/?hub=", "/client/negotiate?hub=")
-        + "&negotiateVersion=1";
+    let info = negotiate(&d, "/api/negotiate").await;
+    let negotiate = client_negotiate_url(info["url"].as_str().unwrap());
     let token = info["accessToken"].as_str().unwrap();
     let first = http
         .post(&negotiate)
@@ -451,10 +421,7 @@ fn families(text: &str) -> std::collections::BTreeMap<String, (bool, bool, usize
 async fn metrics_before_any_traffic_have_every_family_with_help() {
     let extra = "schedules:\n  tick:\n    cron: '0 0 0 1 1 *'\n    hub: notifications\n    template: status\n";
     let d = tokio::task::block_in_place(|| {
-        Daemon::start(
-            &config("").replace("routes:", &format!("{extra}routes:")),
-            &[],
-        )
+        Daemon::start(&DaemonYaml::embedded().section(extra).build(), &[])
     });
     let text = reqwest::get(d.url("/metrics"))
         .await
@@ -588,10 +555,9 @@ async fn http_requests_are_counted_by_route_name_not_path() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cors_star_never_grants_credentials_and_warns_once() {
-    let yaml = config("").replace(
-        "  listen: 127.0.0.1:0\nhubs",
-        "  listen: 127.0.0.1:0\n  cors: {allowed_origins: ['https://app.example.com', '*']}\nhubs",
-    );
+    let yaml = DaemonYaml::embedded()
+        .http("  cors: {allowed_origins: ['https://app.example.com', '*']}\n")
+        .build();
     let d = tokio::task::block_in_place(|| Daemon::start(&yaml, &[]));
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
@@ -653,10 +619,9 @@ fn status_line_names_a_pending_restart() {
     let d = Daemon::start(&config(""), &[("NOTIFY_SOCKET", &systemd.path)]);
     systemd.wait_for("READY=1", Duration::from_secs(10));
     let mark = systemd.seen.len();
-    let edited = config("").replace(
-        "http:\n  listen: 127.0.0.1:0\n",
-        "http:\n  listen: 127.0.0.1:0\n  request_timeout: 9s\n",
-    );
+    let edited = DaemonYaml::embedded()
+        .http("  request_timeout: 9s\n")
+        .build();
     std::fs::write(&d.config_path, edited).unwrap();
     let at = systemd.wait_for_since(mark, "RELOADING=1", Duration::from_secs(10));
     let ready = systemd.wait_for_since(at + 1, "READY=1", Duration::from_secs(10));

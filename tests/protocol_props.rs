@@ -4,6 +4,7 @@
 
 use herald::signalr::protocol::{HubMessage, Protocol, parse_handshake_request};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -41,7 +42,13 @@ fn invocation() -> impl Strategy<Value = HubMessage> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // A failing case is kept in `tests/protocol_props.proptest-regressions`, next to this file
+    // (commit it: proptest replays it first on every later run).
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn decoders_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -5,59 +5,27 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Daemon, Recorder};
+use support::http::wait_until;
+use support::{Daemon, DaemonYaml, Recorder, start_with_recorder_in};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The base config (Azure from the environment, an open `status` route) whose template
+/// sends `text`, with `extra` written after the routes.
 fn yaml(text: &str, extra: &str) -> String {
-    format!(
-        r#"http:
-  listen: 127.0.0.1:0
-hubs:
-  notifications: {{}}
-templates:
-  status:
-    target: statusUpdate
-    arguments: ["{text}"]
-routes:
-  status:
-    path: /api/status
-    hub: notifications
-    template: status
-{extra}"#
-    )
-}
-
-async fn start_in(
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    args: &'static [&'static str],
-) -> (Recorder, Daemon) {
-    herald::install_crypto();
-    let rec = Recorder::start().await;
-    let cs = rec.connection_string();
-    let d = tokio::task::spawn_blocking(move || {
-        Daemon::start_with(
-            dir,
-            path,
-            &[("AzureSignalRConnectionString", cs.as_str())],
-            args,
-        )
-    })
-    .await
-    .unwrap();
-    (rec, d)
+    DaemonYaml::azure()
+        .open_route()
+        .arguments(&format!("[\"{text}\"]"))
+        .section(extra)
+        .build()
 }
 
 async fn start(text: &str) -> (Recorder, Daemon) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notifications.yaml");
-    std::fs::write(&path, yaml(text, "")).unwrap();
-    start_in(dir, path, &[]).await
+    support::start_with_recorder(&yaml(text, "")).await
 }
 
 /// POST the route and return the argument the service received.
@@ -140,7 +108,7 @@ async fn configmap_symlink_swap_is_picked_up() {
     )
     .unwrap();
     let path = mount.join("notifications.yaml");
-    let (rec, d) = start_in(dir, path, &[]).await;
+    let (rec, d) = start_with_recorder_in(dir, path, &[]).await;
     assert_eq!(sent_text(&rec, &d).await, "v1");
 
     configmap_version(&mount, "..2026_01_01_00_01_00.2", "v2");
@@ -159,7 +127,7 @@ async fn sighup_reloads_without_a_watcher() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notifications.yaml");
     std::fs::write(&path, yaml("v1", "")).unwrap();
-    let (rec, d) = start_in(dir, path, &["--no-watch"]).await;
+    let (rec, d) = start_with_recorder_in(dir, path, &["--no-watch"]).await;
     std::fs::write(&d.config_path, yaml("v2", "")).unwrap();
     // Without the watcher the edit waits for the signal.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -175,22 +143,11 @@ async fn invalid_edit_keeps_the_last_good_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notifications.yaml");
     std::fs::write(&path, yaml("v1", extra)).unwrap();
-    let (rec, d) = start_in(dir, path, &[]).await;
+    let (rec, d) = start_with_recorder_in(dir, path, &[]).await;
 
     let bad = yaml("v2", &extra.replace("'* * * * * *'", "bogus"));
     std::fs::write(&d.config_path, &bad).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let h = loop {
-        let h = d.health().await;
-        if h["config"]["last_reload"]["outcome"] == "rejected" {
-            break h;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no rejected reload: {h}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let h = wait_outcome(&d, "rejected").await;
     assert_eq!(h["config"]["generation"], 1);
     let error = h["config"]["last_reload"]["errors"][0].as_str().unwrap();
     let expected = format!(
@@ -249,7 +206,7 @@ async fn every_second_schedule_is_undisturbed_by_ten_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notifications.yaml");
     std::fs::write(&path, text(0)).unwrap();
-    let (rec, d) = start_in(dir, path, &[]).await;
+    let (rec, d) = start_with_recorder_in(dir, path, &[]).await;
     for n in 1..=10u64 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         std::fs::write(&d.config_path, text(n as u32)).unwrap();
@@ -309,11 +266,10 @@ async fn a_route_added_by_an_edit_answers_right_after() {
 #[test]
 fn js_client_sees_changed_template_text_after_sed_and_in_place_write() {
     let yaml = |text: &str| {
-        format!(
-            "signalr:\n  embedded:\n    listen: 127.0.0.1:0\nhttp:\n  listen: 127.0.0.1:0\nhubs:\n  notifications: {{}}\n\
-templates:\n  status:\n    target: statusUpdate\n    arguments: [\"{text}\"]\n\
-routes:\n  status:\n    path: /api/status\n    hub: notifications\n    template: status\n"
-        )
+        DaemonYaml::embedded()
+            .open_route()
+            .arguments(&format!("[\"{text}\"]"))
+            .build()
     };
     let d = Daemon::start(&yaml("first text"), &[]);
     let mut client = support::ClientProcess::js(&["--url", &d.url("/api")]);
@@ -354,18 +310,15 @@ routes:\n  status:\n    path: /api/status\n    hub: notifications\n    template:
 
 /// `/healthz` until the last reload's outcome is `outcome`.
 async fn wait_outcome(d: &Daemon, outcome: &str) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    wait_until(WAIT, format!("no {outcome} reload"), || async {
         let h = d.health().await;
         if h["config"]["last_reload"]["outcome"] == outcome {
-            return h;
+            Ok(h)
+        } else {
+            Err(h)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {outcome} reload: {h}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 async fn metric_line(d: &Daemon, name: &str) -> String {
@@ -387,7 +340,7 @@ async fn reverting_a_rejected_edit_clears_the_rejection_on_sighup() {
     let path = dir.path().join("notifications.yaml");
     let good = yaml("v1", "");
     std::fs::write(&path, &good).unwrap();
-    let (rec, d) = start_in(dir, path, &["--no-watch"]).await;
+    let (rec, d) = start_with_recorder_in(dir, path, &["--no-watch"]).await;
     assert_eq!(d.health().await["status"], "ok");
 
     std::fs::write(&d.config_path, yaml("v2", "  bogus_key: 1\n")).unwrap();

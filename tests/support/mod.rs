@@ -1,6 +1,15 @@
 //! Shared test helpers: start the built `herald` binary on free ports and learn its address
-//! from its JSON log, and a recording stand-in for Azure SignalR Service's REST API.
+//! from its JSON log, and a recording stand-in for Azure SignalR Service's REST API. The base
+//! config is in `yaml`, HTTP helpers and the "wait until" poller in `http`, negotiate and a
+//! WebSocket client in `ws`.
 #![allow(dead_code)]
+
+pub mod http;
+pub mod ws;
+pub mod yaml;
+
+#[allow(unused_imports)]
+pub use yaml::{API_KEY, DaemonYaml};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -157,16 +166,46 @@ impl Daemon {
 
     /// Wait until `/healthz` reports config generation `n`.
     pub async fn wait_generation(&self, n: u64, timeout: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        http::wait_until(timeout, format!("generation {n} not reached"), || async {
             let h = self.health().await;
             if h["config"]["generation"].as_u64() == Some(n) {
-                return h;
+                Ok(h)
+            } else {
+                Err(h)
             }
-            assert!(Instant::now() < deadline, "generation {n} not reached: {h}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
+}
+
+/// A [`Recorder`] playing Azure, and `herald run` on `yaml` pointed at it.
+pub async fn start_with_recorder(yaml: &str) -> (Recorder, Daemon) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notifications.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    start_with_recorder_in(dir, path, &[]).await
+}
+
+/// [`start_with_recorder`] on a config already at `path` in `dir`, with extra `run` arguments.
+pub async fn start_with_recorder_in(
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    args: &'static [&'static str],
+) -> (Recorder, Daemon) {
+    herald::install_crypto();
+    let rec = Recorder::start().await;
+    let cs = rec.connection_string();
+    let daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start_with(
+            dir,
+            path,
+            &[("AzureSignalRConnectionString", cs.as_str())],
+            args,
+        )
+    })
+    .await
+    .expect("daemon start task");
+    (rec, daemon)
 }
 
 impl Drop for Daemon {
