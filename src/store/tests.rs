@@ -1,3 +1,6 @@
+//! Store tests on real SQLite files in temp dirs: the outbox order, reopen, idempotency windows,
+//! fires once per instant across restarts, retained per key, history pruning and group commit.
+
 use std::time::Duration;
 
 use serde_json::json;
