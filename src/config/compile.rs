@@ -27,6 +27,15 @@ use crate::template::Compiled;
 /// Paths the daemon serves itself; no hub or route may use them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
+/// Whether herald itself answers `path`: `RESERVED_PATHS`, the status page's assets and
+/// endpoints under `/status-page`, and `/` while the page is on.
+fn reserved(path: &str, status_page: bool) -> bool {
+    RESERVED_PATHS.contains(&path)
+        || path == "/status-page"
+        || path.starts_with("/status-page/")
+        || (status_page && path == "/")
+}
+
 /// Methods a status route may use.
 const ROUTE_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -227,7 +236,7 @@ pub fn compile(
     // Routes and the endpoint table (negotiate + routes share one path space).
     let mut endpoints = EndpointTable::default();
     for hub in hubs.values() {
-        if RESERVED_PATHS.contains(&hub.negotiate_path.as_str()) {
+        if reserved(&hub.negotiate_path, raw.http.status_page) {
             cx.err(
                 &["hubs", &hub.name, "negotiate", "path"],
                 format!(
@@ -242,7 +251,7 @@ pub fn compile(
         }
         if let Some(path) = &hub.history_path {
             let at = ["hubs", hub.name.as_str(), "history", "path"];
-            if RESERVED_PATHS.contains(&path.as_str()) {
+            if reserved(path, raw.http.status_page) {
                 cx.err(&at, format!("path `{path}` is reserved for herald itself"));
             } else if let Err(e) = endpoints.add_history(path, &hub.name) {
                 cx.err(&at, e);
@@ -272,7 +281,7 @@ pub fn compile(
                 format!("path `{}` must start with `/`", r.path),
             );
         }
-        if RESERVED_PATHS.contains(&r.path.as_str()) {
+        if reserved(&r.path, raw.http.status_page) {
             cx.err(
                 &[&at[..], &["path"]].concat(),
                 format!("path `{}` is reserved for herald itself", r.path),
@@ -632,6 +641,7 @@ fn compile_http(cx: &mut Ctx<'_>, raw: &RawConfig) -> Option<HttpConfig> {
             .collect(),
         body_limit: body_limit?,
         request_timeout: request_timeout?,
+        status_page: h.status_page,
     })
 }
 
