@@ -110,8 +110,8 @@
     const sev = severity(e.status);
     // The latest status per source.
     const card = cards.get(e.source);
-    if (!card || card.time <= e.time) {
-      const li = el('li', { class: 'source', 'data-sev': sev, 'data-source': e.source }, [
+    if (!card || e.time > card.time || (e.time === card.time && origin === 'live')) {
+      const li = el('li', { class: 'source', 'data-sev': sev, 'data-source': e.source, 'data-origin': origin }, [
         el('h3', { text: e.source }),
         sevEl(e),
         el('p', { class: 'text', text: e.text }),
