@@ -16,6 +16,8 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgro
 
 let browser;
 const pages = new Map();
+const blocks = new Map();
+const RS = '\x1e';
 const requests = [];
 const consoleErrors = [];
 const pageErrors = [];
@@ -32,8 +34,11 @@ async function page(name) {
 }
 
 const commands = {
-  async open({ name, url, width, height }) {
-    const context = await browser.newContext({ viewport: { width, height } });
+  async open({ name, url, width, height, color_scheme }) {
+    const context = await browser.newContext({
+      viewport: { width, height },
+      colorScheme: color_scheme || 'light',
+    });
     const p = await context.newPage();
     p.on('request', (r) => requests.push({ page: name, phase, url: r.url() }));
     p.on('websocket', (ws) => requests.push({ page: name, phase, url: ws.url() }));
@@ -79,13 +84,29 @@ const commands = {
   // Make requests whose URL contains `pattern` fail, as if the network were down.
   async block({ name, pattern }) {
     const p = await page(name);
-    await p.route((url) => url.href.includes(pattern), (route) => route.abort('connectionrefused'));
+    const matcher = (url) => url.href.includes(pattern);
+    const handler = (route) => route.abort('connectionrefused');
+    blocks.set(name + RS + pattern, { matcher, handler });
+    await p.route(matcher, handler);
     return {};
   },
 
-  async unblock({ name }) {
+  async unblock({ name, pattern }) {
     const p = await page(name);
-    await p.unrouteAll({ behavior: 'ignoreErrors' });
+    const b = blocks.get(name + RS + pattern);
+    if (!b) throw new Error(`${pattern} is not blocked on ${name}`);
+    blocks.delete(name + RS + pattern);
+    await p.unroute(b.matcher, b.handler);
+    return {};
+  },
+
+  // Answer requests whose URL contains `pattern` with `body` (JSON), standing in for an
+  // endpoint herald does not have yet.
+  async fulfill({ name, pattern, body }) {
+    const p = await page(name);
+    await p.route((url) => url.href.includes(pattern), (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify(body),
+    }));
     return {};
   },
 
