@@ -230,7 +230,8 @@ fn asset_response(content_type: &'static str, body: Vec<u8>) -> Response {
 }
 
 fn method_not_allowed() -> Response {
-    let mut response = ApiError::method_not_allowed(vec![Method::GET, Method::HEAD]).into_response();
+    let mut response =
+        ApiError::method_not_allowed(vec![Method::GET, Method::HEAD]).into_response();
     response
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
