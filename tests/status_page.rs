@@ -34,7 +34,7 @@ http:
 state:
   dir: {state}
 hubs:
-  notifications: {{}}
+  notifications: {{negotiate: {{path: /api/negotiate}}}}
   ops: {{negotiate: {{path: /api/ops/negotiate}}}}
 templates:
   system-status:

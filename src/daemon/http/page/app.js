@@ -99,8 +99,13 @@
       if (e.id) {
         if (seen.has(e.id)) return;
         seen.add(e.id);
+        // A wall screen stays open for weeks: forget the oldest ids.
+        if (seen.size > 5000) seen.delete(seen.values().next().value);
       }
-      if (origin === 'live' && !e.id) unnamed.set(e.sig, true);
+      if (origin === 'live' && !e.id) {
+        unnamed.set(e.sig, true);
+        if (unnamed.size > 1000) unnamed.delete(unnamed.keys().next().value);
+      }
       if (origin === 'history' && unnamed.has(e.sig)) {
         // Already shown live, before its id was known.
         unnamed.delete(e.sig);
@@ -262,7 +267,12 @@
           try { msg = JSON.parse(frame); } catch (_) { ws.close(4002, 'bad frame'); return; }
           if (!handshaken) {
             clearTimeout(handshakeTimer);
-            if (msg.error) { ws.close(4003, 'handshake refused'); reject(new Error(msg.error)); return; }
+            if (msg.error) {
+              if (socket === ws) socket = null;
+              ws.close(4003, 'handshake refused');
+              reject(new Error(msg.error));
+              return;
+            }
             handshaken = true;
             resolve(ws);
             continue;
@@ -279,8 +289,9 @@
       ws.onclose = () => {
         clearTimeout(handshakeTimer);
         clearInterval(tick);
-        if (!handshaken) reject(new Error('the connection closed before the handshake'));
-        if (socket === ws) { socket = null; if (handshaken) lost(); }
+        if (socket === ws) socket = null; else return;
+        if (handshaken) lost();
+        else reject(new Error('the connection closed before the handshake'));
       };
     });
   }
