@@ -42,6 +42,15 @@ use crate::template::Compiled;
 /// Paths the daemon serves itself; no hub or route may use them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
+/// Whether herald itself answers `path`: `RESERVED_PATHS`, the status page's assets and
+/// endpoints under `/status-page`, and `/` while the page is on.
+fn reserved(path: &str, status_page: bool) -> bool {
+    RESERVED_PATHS.contains(&path)
+        || path == "/status-page"
+        || path.starts_with("/status-page/")
+        || (status_page && path == "/")
+}
+
 /// Methods a status route may use.
 const ROUTE_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -271,6 +280,7 @@ fn http(cx: &mut Ctx<'_>) -> Checked<HttpConfig> {
             .collect(),
         body_limit: body_limit?,
         request_timeout: request_timeout?,
+        status_page: h.status_page,
     })
 }
 
@@ -479,7 +489,7 @@ fn routes(
     let mut endpoints = EndpointTable::default();
     for hub in hubs.values() {
         let at = KeyPath::from(["hubs", &hub.name, "negotiate", "path"]);
-        if RESERVED_PATHS.contains(&hub.negotiate_path.as_str()) {
+        if reserved(&hub.negotiate_path, cx.raw.http.status_page) {
             cx.err(
                 &at,
                 format!(
@@ -492,7 +502,7 @@ fn routes(
         }
         if let Some(path) = &hub.history_path {
             let at = KeyPath::from(["hubs", &hub.name, "history", "path"]);
-            if RESERVED_PATHS.contains(&path.as_str()) {
+            if reserved(path, cx.raw.http.status_page) {
                 cx.err(&at, format!("path `{path}` is reserved for herald itself"));
             } else if let Err(e) = endpoints.add_history(path, &hub.name) {
                 cx.err(&at, e);
@@ -546,7 +556,7 @@ fn route(
             &at.child("path"),
             format!("path `{}` must start with `/`", r.path),
         ))
-    } else if RESERVED_PATHS.contains(&r.path.as_str()) {
+    } else if reserved(&r.path, cx.raw.http.status_page) {
         Err(cx.err(
             &at.child("path"),
             format!("path `{}` is reserved for herald itself", r.path),

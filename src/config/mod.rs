@@ -125,6 +125,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Connection timeouts of the daemon's listener.
     pub timeouts: ListenerTimeouts,
+    /// Serve the status page at `/` (`daemon/http/page`).
+    pub status_page: bool,
 }
 
 /// `state:` compiled.

@@ -243,6 +243,10 @@ pub struct HttpSection {
     /// `20s`.
     #[serde(default = "default_idle_timeout", deserialize_with = "scalar_text")]
     pub idle_timeout: String,
+    /// Serve the live status page at `/` (and its assets under `/status-page/`); `false`
+    /// turns it off and `/` answers 404.
+    #[serde(default = "default_status_page")]
+    pub status_page: bool,
 }
 
 impl Default for HttpSection {
@@ -254,6 +258,7 @@ impl Default for HttpSection {
             request_timeout: default_request_timeout(),
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
+            status_page: default_status_page(),
         }
     }
 }
@@ -285,6 +290,9 @@ fn string_or_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": ["string", "integer"], "minimum": 1 })
 }
 
+fn default_status_page() -> bool {
+    true
+}
 fn default_http_listen() -> String {
     "127.0.0.1:7071".to_string()
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod negotiate;
+pub mod page;
 pub mod rate_limit;
 pub mod status;
 
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -57,6 +58,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/", any(page::index))
+        .route("/status-page/retained", get(page::retained))
+        .route("/status-page/{asset}", get(page::asset))
         .fallback(dispatch)
         .with_state(state)
         .layer(
