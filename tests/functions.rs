@@ -346,10 +346,17 @@ async fn custom_handler_answers_each_function_kind_exactly() {
     )
     .await;
     assert_eq!(status, 200);
+    let mut answer = answer;
+    let fire_id = mask(&mut answer, "/Outputs/signalRMessages/arguments/0/id");
+    assert!(
+        uuid::Uuid::parse_str(fire_id.as_str().unwrap()).is_ok(),
+        "{fire_id}"
+    );
     assert_eq!(
         answer,
         json!({
             "Outputs": {"signalRMessages": {"target": "statusUpdate", "arguments": [{
+                "id": "<masked>",
                 "timestamp": "2026-03-01T12:00:00.000Z",
                 "status": "System operational",
                 "message": "All services running normally",
@@ -377,6 +384,9 @@ async fn custom_handler_answers_each_function_kind_exactly() {
         .unwrap()
         .to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    // The template's `id` is the id the caller was given.
+    let message_id = mask(&mut answer, "/Outputs/signalRMessages/arguments/0/id");
+    assert_eq!(message_id, id.as_str());
     let timestamp = mask(
         &mut answer,
         "/Outputs/signalRMessages/arguments/0/timestamp",
@@ -393,7 +403,7 @@ async fn custom_handler_answers_each_function_kind_exactly() {
                 "res": {"statusCode": 202, "status": 202, "body": "<masked>",
                         "headers": {"Content-Type": "application/json"}},
                 "signalRMessages": {"target": "statusUpdate", "arguments": [{
-                    "timestamp": "<masked>", "status": "Degraded", "message": "Queue backlog",
+                    "id": "<masked>", "timestamp": "<masked>", "status": "Degraded", "message": "Queue backlog",
                 }]},
             },
             "Logs": [format!("route status: statusUpdate to all in hub notifications (id {id})")],
