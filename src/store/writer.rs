@@ -119,23 +119,21 @@ fn commit_batch(
         let mut sp = match tx.savepoint() {
             Ok(sp) => sp,
             Err(e) => {
-                let e = StoreError::Sql(e);
-                answers.push(match cmd {
-                    Command::Accept(_, reply) => Answer::Accepted(reply, Err(e)),
-                    Command::Delivered { reply, .. } | Command::Prune { reply, .. } => {
-                        Answer::Unit(reply, Err(e))
-                    }
-                });
+                answers.push(fail(cmd, StoreError::Sql(e)));
                 continue;
             }
         };
         sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        // Each request in its own savepoint: kept when it succeeded, rolled back on drop.
+        let kept = |sp: rusqlite::Savepoint<'_>, ok: bool| {
+            if ok {
+                let _ = sp.commit();
+            }
+        };
         let answer = match cmd {
             Command::Accept(accept, reply) => {
                 let result = accept_one(&sp, accept);
-                if result.is_ok() {
-                    let _ = sp.commit();
-                }
+                kept(sp, result.is_ok());
                 Answer::Accepted(reply, result)
             }
             Command::Delivered {
@@ -144,9 +142,7 @@ fn commit_batch(
                 reply,
             } => {
                 let result = delivered_one(&sp, seq, history, &mut touched);
-                if result.is_ok() {
-                    let _ = sp.commit();
-                }
+                kept(sp, result.is_ok());
                 Answer::Unit(reply, result)
             }
             Command::Prune {
@@ -155,9 +151,7 @@ fn commit_batch(
                 reply,
             } => {
                 let result = prune(&sp, idempotency_window, fires_older);
-                if result.is_ok() {
-                    let _ = sp.commit();
-                }
+                kept(sp, result.is_ok());
                 Answer::Unit(reply, result)
             }
         };
@@ -171,11 +165,15 @@ fn commit_batch(
 }
 
 fn refuse(cmd: Command) -> Answer {
-    let e = || StoreError::Closed;
+    fail(cmd, StoreError::Closed)
+}
+
+/// The answer for a request that could not run.
+fn fail(cmd: Command, e: StoreError) -> Answer {
     match cmd {
-        Command::Accept(_, reply) => Answer::Accepted(reply, Err(e())),
+        Command::Accept(_, reply) => Answer::Accepted(reply, Err(e)),
         Command::Delivered { reply, .. } | Command::Prune { reply, .. } => {
-            Answer::Unit(reply, Err(e()))
+            Answer::Unit(reply, Err(e))
         }
     }
 }
