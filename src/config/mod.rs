@@ -87,6 +87,8 @@ pub struct Config {
     pub functions: FunctionsConfig,
     /// The state database.
     pub state: StateConfig,
+    /// `cluster:` the shared Redis; None: one node.
+    pub cluster: Option<ClusterConfig>,
     /// The data-plane REST API version the REST client calls.
     pub api_version: crate::signalr::rest::ApiVersion,
     /// Problems that do not stop herald (short API keys, CORS `*`).
@@ -125,6 +127,15 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Connection timeouts of the daemon's listener.
     pub timeouts: ListenerTimeouts,
+}
+
+/// `cluster:` compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis URL (it may hold a password: never log it).
+    pub redis: Secret,
+    /// This node's id; None: a random one per start.
+    pub node_id: Option<String>,
 }
 
 /// `state:` compiled.
