@@ -68,10 +68,7 @@ fn describe() {
         PUBLISH_FAILURES,
         "Backplane envelopes that could not be published (Redis away); not retried"
     );
-    metrics::describe_counter!(
-        RECEIVED,
-        "Backplane envelopes received from other nodes"
-    );
+    metrics::describe_counter!(RECEIVED, "Backplane envelopes received from other nodes");
     metrics::describe_counter!(
         DROPPED,
         "Backplane envelopes dropped: a full queue (direction out or in) or undecodable"
@@ -126,6 +123,8 @@ struct Inner {
     commands_up: AtomicBool,
     /// Whether "Redis is away" was logged (one line per outage).
     down_logged: AtomicBool,
+    /// Redis was up at least once (before that, "away" is the start, not an outage).
+    was_up: AtomicBool,
     /// Where `RedisBackplane::publish` queues envelopes for the publisher task.
     outgoing: mpsc::Sender<backplane::Outgoing>,
     /// The receiving end of what other nodes published, taken once by `attach`. A std
@@ -164,6 +163,7 @@ impl Cluster {
                 subscribed: AtomicBool::new(false),
                 commands_up: AtomicBool::new(false),
                 down_logged: AtomicBool::new(false),
+                was_up: AtomicBool::new(false),
                 outgoing,
                 incoming: std::sync::Mutex::new(Some(incoming_rx)),
                 incoming_tx,
@@ -215,7 +215,8 @@ impl Cluster {
 
     /// Redis answers and the backplane subscription is live.
     pub fn redis_up(&self) -> bool {
-        self.inner.commands_up.load(Ordering::Relaxed) && self.inner.subscribed.load(Ordering::Relaxed)
+        self.inner.commands_up.load(Ordering::Relaxed)
+            && self.inner.subscribed.load(Ordering::Relaxed)
     }
 
     /// Record the state of Redis: the gauge, and one log line per change.
@@ -223,10 +224,13 @@ impl Cluster {
         let up = self.redis_up();
         metrics::gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
         if up {
+            self.inner.was_up.store(true, Ordering::Relaxed);
             if self.inner.down_logged.swap(false, Ordering::Relaxed) {
                 tracing::info!(node = %self.node(), "cluster: Redis is back; cross-node delivery resumed");
             }
-        } else if !self.inner.down_logged.swap(true, Ordering::Relaxed) {
+        } else if self.inner.was_up.load(Ordering::Relaxed)
+            && !self.inner.down_logged.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(node = %self.node(), "cluster: Redis is away; serving local connections only, retrying with backoff");
         }
     }
@@ -286,22 +290,23 @@ impl Cluster {
         if set.is_some() {
             return Ok(None);
         }
-        let first: Option<String> = self.query("GET (idempotency)", redis::cmd("GET").arg(&redis_key)).await?;
+        let first: Option<String> = self
+            .query("GET (idempotency)", redis::cmd("GET").arg(&redis_key))
+            .await?;
         Ok(first)
     }
 
     /// Connections over every live node: (nodes, connections).
     pub async fn presence(&self) -> Result<(usize, u64), ClusterError> {
         let keys: Vec<String> = self
-            .query(
-                "KEYS (presence)",
-                redis::cmd("KEYS").arg("herald:node:*"),
-            )
+            .query("KEYS (presence)", redis::cmd("KEYS").arg("herald:node:*"))
             .await?;
         if keys.is_empty() {
             return Ok((0, 0));
         }
-        let counts: Vec<Option<u64>> = self.query("MGET (presence)", redis::cmd("MGET").arg(&keys)).await?;
+        let counts: Vec<Option<u64>> = self
+            .query("MGET (presence)", redis::cmd("MGET").arg(&keys))
+            .await?;
         let live = counts.iter().flatten().count();
         Ok((live, counts.into_iter().flatten().sum()))
     }
@@ -331,7 +336,9 @@ async fn probe(cluster: Cluster, service: ServiceHandle) {
         }
     }
     // Leave the presence count at once rather than after its expiry.
-    let _ = cluster.query::<()>("DEL (presence)", redis::cmd("DEL").arg(&key)).await;
+    let _ = cluster
+        .query::<()>("DEL (presence)", redis::cmd("DEL").arg(&key))
+        .await;
 }
 
 /// The next backoff after `current`.

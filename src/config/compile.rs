@@ -29,9 +29,9 @@ use super::model::{
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule, ListenerTimeouts,
-    LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule, Secret, SignalrConfig,
-    ClusterConfig, StateConfig, ToTemplate, UserIdRule, UserIdSource,
+    ClusterConfig, Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule,
+    ListenerTimeouts, LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule,
+    Secret, SignalrConfig, StateConfig, ToTemplate, UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -847,7 +847,11 @@ fn cluster(cx: &mut Ctx<'_>) -> Checked<Option<ClusterConfig>> {
     }
     let node_id = match section.node_id.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+        Some(id)
+            if id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
             Some(id.to_string())
         }
         Some(_) => {

@@ -170,7 +170,9 @@ pub async fn run_with_control(
     if let Some(cluster) = cluster {
         match &service {
             Some(service) => cluster.attach(service.clone()),
-            None => tracing::warn!("cluster: with Azure SignalR Service, Azure shares sends itself; only schedule locks and idempotency keys use Redis"),
+            None => tracing::warn!(
+                "cluster: with Azure SignalR Service, Azure shares sends itself; only schedule locks and idempotency keys use Redis"
+            ),
         }
         outbox = outbox.with_cluster(cluster);
     }

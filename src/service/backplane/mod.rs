@@ -95,7 +95,11 @@ mod tests {
     #[test]
     fn envelopes_round_trip_as_json() {
         let events = [
-            Event::Send(Message::broadcast("h", "t", vec![serde_json::json!({"a": 1})])),
+            Event::Send(Message::broadcast(
+                "h",
+                "t",
+                vec![serde_json::json!({"a": 1})],
+            )),
             Event::AddUserToGroup {
                 hub: "h".into(),
                 group: "g".into(),
