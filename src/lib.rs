@@ -21,6 +21,7 @@
 //!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
 //! signalr/        ServiceEndpoint (connection strings), names (REST naming rules), token,
 //!                 rest/ (RestClient), protocol/, upstream (X-ASRS headers, signatures)
+//! cluster/        scale-out on Redis: backplane transport, fire locks, idempotency, presence
 //! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
 //!                 fan-out, data-plane REST API
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod cron;

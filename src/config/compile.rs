@@ -29,9 +29,9 @@ use super::model::{
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule, ListenerTimeouts,
-    LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule, Secret, SignalrConfig,
-    StateConfig, ToTemplate, UserIdRule, UserIdSource,
+    ClusterConfig, Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule,
+    ListenerTimeouts, LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule,
+    Secret, SignalrConfig, StateConfig, ToTemplate, UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -145,6 +145,7 @@ pub fn compile(
     let functions = functions(&mut cx);
     let api_version = api_version(&mut cx);
     let state = state(&mut cx);
+    let cluster = cluster(&mut cx);
     let config = (|| {
         Ok(Config {
             path: src.path.clone(),
@@ -160,6 +161,7 @@ pub fn compile(
             functions: functions?,
             api_version: api_version?,
             state: state?,
+            cluster: cluster?,
             warnings: Vec::new(),
         })
     })();
@@ -838,6 +840,39 @@ fn state(cx: &mut Ctx<'_>) -> Checked<StateConfig> {
         synchronous,
         idempotency_window,
     })
+}
+
+/// `cluster:` the Redis URL (parsed, not connected) and the node id.
+fn cluster(cx: &mut Ctx<'_>) -> Checked<Option<ClusterConfig>> {
+    let Some(section) = cx.raw.cluster.clone() else {
+        return Ok(None);
+    };
+    let url = section.redis.trim().to_string();
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        let at = KeyPath::from(["cluster", "redis"]);
+        return Err(cx.err(
+            &at,
+            format!("not a Redis URL (redis://host:port, redis+unix:///path): {e}"),
+        ));
+    }
+    let node_id = match section.node_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id)
+            if id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
+            Some(id.to_string())
+        }
+        Some(_) => {
+            let at = KeyPath::from(["cluster", "node_id"]);
+            return Err(cx.err(&at, "use letters, digits, `-`, `_` and `.` only"));
+        }
+    };
+    Ok(Some(ClusterConfig {
+        redis: Secret::new(url),
+        node_id,
+    }))
 }
 
 /// `hubs.<name>.history:` the policy (None when `keep` is 0) and the endpoint's path.

@@ -87,6 +87,8 @@ pub struct Config {
     pub functions: FunctionsConfig,
     /// The state database.
     pub state: StateConfig,
+    /// `cluster:` the shared Redis; None: one node.
+    pub cluster: Option<ClusterConfig>,
     /// The data-plane REST API version the REST client calls.
     pub api_version: crate::signalr::rest::ApiVersion,
     /// Problems that do not stop herald (short API keys, CORS `*`).
@@ -127,6 +129,15 @@ pub struct HttpConfig {
     pub timeouts: ListenerTimeouts,
     /// Serve the status page at `/` (`daemon/http/page`).
     pub status_page: bool,
+}
+
+/// `cluster:` compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis URL (it may hold a password: never log it).
+    pub redis: Secret,
+    /// This node's id; None: a random one per start.
+    pub node_id: Option<String>,
 }
 
 /// `state:` compiled.

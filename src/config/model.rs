@@ -42,6 +42,24 @@ pub struct RawConfig {
     /// statuses) and how it writes it.
     #[serde(default)]
     pub state: StateSection,
+    /// Several herald nodes as one logical service, sharing a Redis server: sends, group
+    /// membership, presence, schedule fires and idempotency keys span every node. Absent:
+    /// one node, nothing shared.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `cluster:` the Redis server the nodes share.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `redis://:password@host:6379/0`
+    /// (`${REDIS_URL}` keeps a password out of the file).
+    pub redis: String,
+    /// This node's id in the cluster (logs, the backplane envelope, schedule locks). Default:
+    /// a random id per start.
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// `state:` the state database, one SQLite file (`herald.db`) in `dir`.

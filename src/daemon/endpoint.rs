@@ -49,6 +49,15 @@ pub async fn connect(
     cfg: &Config,
     shutdown: &CancellationToken,
 ) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
+    connect_with(cfg, shutdown, None).await
+}
+
+/// `connect`, giving the embedded service `backplane` (a cluster's) when it is `Some`.
+pub async fn connect_with(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+    backplane: Option<std::sync::Arc<dyn crate::service::backplane::Backplane>>,
+) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
     match &cfg.signalr {
         SignalrConfig::Azure(endpoint) => {
             tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
@@ -68,6 +77,9 @@ pub async fn connect(
             options.header_read_timeout = timeouts.header_read;
             options.idle_timeout = timeouts.idle;
             options.max_connections = *max_connections;
+            if let Some(backplane) = backplane {
+                options.backplane = backplane;
+            }
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
             tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");

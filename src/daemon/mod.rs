@@ -56,6 +56,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
     #[error("HTTP server: {0}")]
@@ -151,8 +153,29 @@ pub async fn run_with_control(
         .unwrap_or_else(crate::state::state_dir);
     let store = crate::store::Store::open(&state_dir, cfg.state.synchronous)?;
     tracing::info!(path = %store.path().display(), "state database open");
-    let outbox = outbox::Outbox::new(store);
-    let (rest, service_kind, service) = connect(&cfg, &shutdown).await?;
+    let mut outbox = outbox::Outbox::new(store);
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(crate::cluster::Cluster::start(
+            c.redis.expose(),
+            c.node_id.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let backplane = cluster.as_ref().map(|c| {
+        let b: Arc<dyn crate::service::backplane::Backplane> = c.backplane();
+        b
+    });
+    let (rest, service_kind, service) = endpoint::connect_with(&cfg, &shutdown, backplane).await?;
+    if let Some(cluster) = cluster {
+        match &service {
+            Some(service) => cluster.attach(service.clone()),
+            None => tracing::warn!(
+                "cluster: with Azure SignalR Service, Azure shares sends itself; only schedule locks and idempotency keys use Redis"
+            ),
+        }
+        outbox = outbox.with_cluster(cluster);
+    }
     let listen = cfg.http.listen;
     let request_timeout = cfg.http.request_timeout;
     let live = LiveConfig::new(cfg);

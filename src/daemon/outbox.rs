@@ -46,6 +46,8 @@ impl OutboxSignal {
 pub struct Outbox {
     store: Store,
     signal: OutboxSignal,
+    /// The cluster, when clustered: fire locks and idempotency keys are cluster-wide.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for OutboxSignal {
@@ -59,7 +61,19 @@ impl Outbox {
         Outbox {
             store,
             signal: OutboxSignal::default(),
+            cluster: None,
         }
+    }
+
+    /// Take schedule-fire locks and idempotency keys in the cluster's Redis first.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Outbox {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster this node belongs to, if any (health reports it).
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The state database (history and retained reads).
@@ -70,6 +84,11 @@ impl Outbox {
     /// Store `accept` durably and wake the worker. Once this returns `Stored`, the messages
     /// are delivered even if herald dies next.
     pub async fn accept(&self, accept: Accept) -> Result<Accepted, StoreError> {
+        if let Some(cluster) = &self.cluster
+            && let Some(seen) = crate::cluster::shared_accept(cluster, &accept).await
+        {
+            return Ok(seen);
+        }
         let accepted = self.store.accept(accept).await?;
         if matches!(accepted, Accepted::Stored(_)) {
             self.signal.notify();
@@ -106,7 +125,7 @@ pub async fn run(
     idempotency_window: Arc<dyn Fn() -> Duration + Send + Sync>,
     shutdown: CancellationToken,
 ) {
-    let Outbox { store, signal } = outbox;
+    let Outbox { store, signal, .. } = outbox;
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;

@@ -126,6 +126,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.state.synchronous != new.state.synchronous {
         keys.push("state.synchronous");
     }
+    if old.cluster != new.cluster {
+        keys.push("cluster");
+    }
     if old.http.request_timeout != new.http.request_timeout {
         keys.push("http.request_timeout");
     }

@@ -29,9 +29,11 @@
 //! replay.rs         stateful reconnect: replay buffer, sequence ids, Acks
 //! metrics.rs        metric names, HELP text, zero values before traffic
 //! upstream.rs       serverless upstream: connected/disconnected/invocations POSTed, bounded
+//! backplane/        the Backplane trait (sends and group changes shared with other nodes)
 //! ```
 
 mod auth;
+pub mod backplane;
 mod connection;
 mod dedupe;
 mod fanout;
@@ -61,6 +63,7 @@ use crate::signalr::upstream::UpstreamTemplate;
 pub use fanout::SendReport;
 pub use upstream::UpstreamBuildError;
 
+use backplane::Event;
 use registry::Registry;
 
 /// How the embedded service listens and behaves. Defaults follow Azure and ASP.NET Core.
@@ -123,6 +126,9 @@ pub struct ServiceOptions {
     /// Most upstream events waiting per hub beyond those in flight (256); past it a
     /// connection event is dropped (and counted) and an invocation gets a Completion error.
     pub upstream_queue: usize,
+    /// Where sends and group changes are shared with other nodes ([`backplane::Local`]: one
+    /// node, nothing shared).
+    pub backplane: Arc<dyn backplane::Backplane>,
 }
 
 impl ServiceOptions {
@@ -150,6 +156,7 @@ impl ServiceOptions {
             upstream_timeout: Duration::from_secs(10),
             upstream_concurrency: 16,
             upstream_queue: 256,
+            backplane: Arc::new(backplane::Local),
         }
     }
 }
@@ -332,14 +339,81 @@ impl ServiceHandle {
     /// Deliver `message` to its recipients now. Never waits on a client: each connection's
     /// queue is tried once, and a full one closes that connection.
     pub fn send(&self, message: &Message) -> SendReport {
+        self.publish(Event::Send(message.clone()));
         fanout::deliver(&self.shared.registry, message)
+    }
+
+    fn publish(&self, event: Event) {
+        if self.shared.options.backplane.is_shared() {
+            self.shared.options.backplane.publish(event);
+        }
+    }
+
+    /// A connection operation for a connection this node may not have: applied here when it
+    /// is here; otherwise forwarded to the other nodes when there are any (answered `true`,
+    /// the node that has it applies it), else `false`.
+    fn local_or_forward(&self, local: bool, event: impl FnOnce() -> Event) -> bool {
+        if local {
+            return true;
+        }
+        if self.shared.options.backplane.is_shared() {
+            self.shared.options.backplane.publish(event());
+            return true;
+        }
+        false
+    }
+
+    /// Apply what another node published: deliver to local connections, or change local
+    /// membership; never published again.
+    pub fn apply(&self, event: Event) {
+        let r = &self.shared.registry;
+        match event {
+            Event::Send(message) => {
+                fanout::deliver(r, &message);
+            }
+            Event::AddConnectionToGroup {
+                hub,
+                group,
+                connection,
+            } => {
+                r.add_connection_to_group(&hub, &group, &connection);
+            }
+            Event::RemoveConnectionFromGroup {
+                hub,
+                group,
+                connection,
+            } => {
+                r.remove_connection_from_group(&hub, &group, &connection);
+            }
+            Event::RemoveConnectionFromAllGroups { hub, connection } => {
+                r.remove_connection_from_all_groups(&hub, &connection);
+            }
+            Event::AddUserToGroup {
+                hub,
+                group,
+                user,
+                ttl_ms,
+            } => r.add_user_to_group(&hub, &group, &user, Event::ttl(ttl_ms)),
+            Event::RemoveUserFromGroup { hub, group, user } => {
+                r.remove_user_from_group(&hub, &group, &user)
+            }
+            Event::RemoveUserFromAllGroups { hub, user } => {
+                r.remove_user_from_all_groups(&hub, &user)
+            }
+        }
     }
 
     /// Add a connection to a group; `false` if the connection is not connected to `hub`.
     pub fn add_connection_to_group(&self, hub: &str, group: &str, connection_id: &str) -> bool {
-        self.shared
+        let local = self
+            .shared
             .registry
-            .add_connection_to_group(hub, group, connection_id)
+            .add_connection_to_group(hub, group, connection_id);
+        self.local_or_forward(local, || Event::AddConnectionToGroup {
+            hub: hub.to_string(),
+            group: group.to_string(),
+            connection: connection_id.to_string(),
+        })
     }
 
     /// Remove a connection from a group; `false` if the connection is not connected to `hub`.
@@ -349,16 +423,27 @@ impl ServiceHandle {
         group: &str,
         connection_id: &str,
     ) -> bool {
-        self.shared
+        let local = self
+            .shared
             .registry
-            .remove_connection_from_group(hub, group, connection_id)
+            .remove_connection_from_group(hub, group, connection_id);
+        self.local_or_forward(local, || Event::RemoveConnectionFromGroup {
+            hub: hub.to_string(),
+            group: group.to_string(),
+            connection: connection_id.to_string(),
+        })
     }
 
     /// Remove a connection from every group; `false` if the connection is unknown.
     pub fn remove_connection_from_all_groups(&self, hub: &str, connection_id: &str) -> bool {
-        self.shared
+        let local = self
+            .shared
             .registry
-            .remove_connection_from_all_groups(hub, connection_id)
+            .remove_connection_from_all_groups(hub, connection_id);
+        self.local_or_forward(local, || Event::RemoveConnectionFromAllGroups {
+            hub: hub.to_string(),
+            connection: connection_id.to_string(),
+        })
     }
 
     /// Add a user to a group, for the user's current and future connections. `ttl`: how
@@ -366,19 +451,34 @@ impl ServiceHandle {
     pub fn add_user_to_group(&self, hub: &str, group: &str, user: &str, ttl: Option<Duration>) {
         self.shared
             .registry
-            .add_user_to_group(hub, group, user, ttl)
+            .add_user_to_group(hub, group, user, ttl);
+        self.publish(Event::AddUserToGroup {
+            hub: hub.to_string(),
+            group: group.to_string(),
+            user: user.to_string(),
+            ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        });
     }
 
     /// Remove a user (and the user's connections) from a group.
     pub fn remove_user_from_group(&self, hub: &str, group: &str, user: &str) {
         self.shared
             .registry
-            .remove_user_from_group(hub, group, user)
+            .remove_user_from_group(hub, group, user);
+        self.publish(Event::RemoveUserFromGroup {
+            hub: hub.to_string(),
+            group: group.to_string(),
+            user: user.to_string(),
+        });
     }
 
     /// Remove a user (and the user's connections) from every group of `hub`.
     pub fn remove_user_from_all_groups(&self, hub: &str, user: &str) {
-        self.shared.registry.remove_user_from_all_groups(hub, user)
+        self.shared.registry.remove_user_from_all_groups(hub, user);
+        self.publish(Event::RemoveUserFromAllGroups {
+            hub: hub.to_string(),
+            user: user.to_string(),
+        });
     }
 
     /// Whether the user is a member of the group.

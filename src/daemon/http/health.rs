@@ -2,7 +2,9 @@
 //! rejected, the restart-only keys pending, the outbox backlog), `/readyz` (config loaded and
 //! the state database answers; the SignalR service's health is reported, not required, and a
 //! rejected reload does not make it unready, the old config serves) and `/metrics`
-//! (Prometheus text format, process metrics read at scrape).
+//! (Prometheus text format, process metrics read at scrape). Clustered, both report Redis:
+//! `/readyz` stays ready with `"cluster": "degraded"` while it is away (local service works),
+//! `/healthz` says `degraded` and gives the node, Redis and the cluster-wide presence.
 
 use std::time::Duration;
 
@@ -44,6 +46,14 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             body["reason"] = json!(format!("the state database does not answer: {e}"));
         }
     }
+    if let Some(cluster) = state.outbox.cluster() {
+        let (section, up) = cluster_health(cluster).await;
+        body["cluster"] = section;
+        if !up {
+            body["status"] = json!("degraded");
+            body["reason"] = json!("the cluster's Redis is away: serving local connections only");
+        }
+    }
     if let Some(r) = reload.as_ref().filter(|r| r.rejected()) {
         body["status"] = json!("degraded");
         body["reason"] = json!(format!(
@@ -69,13 +79,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
         Err(_) => json!({"healthy": false, "detail": "SignalR service health check timed out"}),
     };
+    // Redis away is not unready either: local connections and deliveries keep working.
+    let cluster = state
+        .outbox
+        .cluster()
+        .map(|c| json!(if c.redis_up() { "ok" } else { "degraded" }));
     match state.outbox.store().outbox_stats().await {
-        Ok(stats) => Json(json!({
-            "ready": true,
-            "service": service,
-            "outbox": { "depth": stats.depth },
-        }))
-        .into_response(),
+        Ok(stats) => {
+            let mut body = json!({
+                "ready": true,
+                "service": service,
+                "outbox": { "depth": stats.depth },
+            });
+            if let Some(cluster) = cluster {
+                body["cluster"] = cluster;
+            }
+            Json(body).into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
@@ -86,6 +106,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `/healthz`'s `cluster` section and whether Redis is up.
+async fn cluster_health(cluster: &crate::cluster::Cluster) -> (serde_json::Value, bool) {
+    let up = cluster.redis_up();
+    let mut section = json!({ "node": cluster.node(), "redis": if up { "up" } else { "down" } });
+    if up
+        && let Ok(Ok((nodes, connections))) =
+            tokio::time::timeout(Duration::from_secs(2), cluster.presence()).await
+    {
+        section["nodes"] = json!(nodes);
+        section["connections"] = json!(connections);
+    }
+    (section, up)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
