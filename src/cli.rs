@@ -593,7 +593,11 @@ pub fn summary(cfg: &Config) -> String {
     );
     match &cfg.signalr {
         SignalrConfig::Azure(set) if set.len() == 1 => {
-            let _ = writeln!(out, "service: {}", set[0].endpoint.connection_string_redacted());
+            let _ = writeln!(
+                out,
+                "service: {}",
+                set[0].endpoint.connection_string_redacted()
+            );
         }
         SignalrConfig::Azure(set) => {
             let _ = writeln!(out, "service: {} endpoints", set.len());

@@ -24,7 +24,6 @@ const WAIT: Duration = Duration::from_secs(45);
 /// A `herald service` process on a fixed port. Killed (SIGKILL) on drop.
 struct Service {
     child: Child,
-    port: u16,
 }
 
 impl Service {
@@ -44,7 +43,7 @@ impl Service {
             let mut line = String::new();
             let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
             if matches!(read, Ok(n) if n > 0) && line.starts_with("Endpoint=") {
-                return Service { child, port };
+                return Service { child };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -197,7 +196,10 @@ fn wait_endpoint_up(d: &Daemon, name: &str, up: bool) -> Value {
         if e["up"] == up {
             return h;
         }
-        assert!(Instant::now() < deadline, "endpoint {name} never up={up}: {h}");
+        assert!(
+            Instant::now() < deadline,
+            "endpoint {name} never up={up}: {h}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -224,7 +226,10 @@ fn failover(role_b: &str) {
     // Negotiate: a primary, spread over both when both are primaries.
     let ports: Vec<u16> = (0..6).map(|_| port_of(&negotiate(&d))).collect();
     if role_b == "primary" {
-        assert!(ports.contains(&port_a) && ports.contains(&port_b), "{ports:?}");
+        assert!(
+            ports.contains(&port_a) && ports.contains(&port_b),
+            "{ports:?}"
+        );
     } else {
         assert!(ports.iter().all(|p| *p == port_a), "{ports:?}");
     }
@@ -253,7 +258,10 @@ fn failover(role_b: &str) {
     let (h, _) = endpoint_health(&d, "a");
     assert_eq!(h["status"], "ok", "{h}");
     let shown = h.to_string() + &metrics(&d);
-    assert!(!shown.contains(KEY_A) && !shown.contains(KEY_B), "a key leaked: {shown}");
+    assert!(
+        !shown.contains(KEY_A) && !shown.contains(KEY_B),
+        "a key leaked: {shown}"
+    );
 
     // A dies.
     service_a.kill();
@@ -265,7 +273,11 @@ fn failover(role_b: &str) {
     assert_eq!(b["up"], true, "{h}");
     assert_eq!(b["role"], role_b);
     for _ in 0..4 {
-        assert_eq!(port_of(&negotiate(&d)), port_b, "negotiate must avoid the dead endpoint");
+        assert_eq!(
+            port_of(&negotiate(&d)),
+            port_b,
+            "negotiate must avoid the dead endpoint"
+        );
     }
     let mut late_on_b = client(&negotiate(&d));
     let text = metrics(&d);

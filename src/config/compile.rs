@@ -196,9 +196,9 @@ fn signalr(cx: &mut Ctx<'_>) -> Checked<SignalrConfig> {
     };
     if let Some((cs, in_file)) = connection_string {
         return match crate::signalr::ServiceEndpoint::from_connection_string(&cs) {
-            Ok(endpoint) => Ok(SignalrConfig::Azure(Arc::new(vec![NamedEndpoint::primary(
-                endpoint,
-            )]))),
+            Ok(endpoint) => Ok(SignalrConfig::Azure(Arc::new(vec![
+                NamedEndpoint::primary(endpoint),
+            ]))),
             Err(e) => {
                 let msg = if in_file {
                     format!("invalid connection string: {e}")
@@ -269,8 +269,9 @@ fn signalr_endpoints(
             EndpointRoleSetting::Primary => EndpointRole::Primary,
             EndpointRoleSetting::Secondary => EndpointRole::Secondary,
         };
-        match crate::signalr::ServiceEndpoint::from_connection_string(entry.connection_string.trim())
-        {
+        match crate::signalr::ServiceEndpoint::from_connection_string(
+            entry.connection_string.trim(),
+        ) {
             Ok(endpoint) => set.push(NamedEndpoint {
                 name: name.to_string(),
                 role,

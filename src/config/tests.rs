@@ -546,8 +546,13 @@ fn signalr_endpoints_compile_with_roles_and_names() {
     let set = c.signalr.azure_endpoints().unwrap();
     use crate::signalr::endpoints::EndpointRole;
     assert_eq!(
-        set.iter().map(|e| (e.name.as_str(), e.role)).collect::<Vec<_>>(),
-        [("east", EndpointRole::Primary), ("west", EndpointRole::Secondary)]
+        set.iter()
+            .map(|e| (e.name.as_str(), e.role))
+            .collect::<Vec<_>>(),
+        [
+            ("east", EndpointRole::Primary),
+            ("west", EndpointRole::Secondary)
+        ]
     );
     assert_eq!(
         c.signalr.azure_primary().unwrap().rest_base(),
@@ -599,9 +604,20 @@ fn signalr_endpoints_errors_are_all_named() {
             .any(|m| m.starts_with("n.yaml:13:26: invalid connection string")),
         "{e:?}"
     );
-    assert!(e.iter().any(|m| m.contains("endpoint name `a` is used twice")), "{e:?}");
-    assert!(e.iter().any(|m| m.contains("at least one endpoint with `role: primary`")), "{e:?}");
-    assert!(!e.iter().any(|m| m.contains("secretkey")), "key leaked: {e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("endpoint name `a` is used twice")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("at least one endpoint with `role: primary`")),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|m| m.contains("secretkey")),
+        "key leaked: {e:?}"
+    );
 
     let unknown_role = format!(
         "{BASE}signalr:\n  endpoints:\n    - {{name: a, role: tertiary, connection_string: 'Endpoint=https://a;AccessKey=k'}}\n"
