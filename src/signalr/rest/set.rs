@@ -10,7 +10,8 @@
 //! - negotiate takes a primary that is up, round-robin, else a secondary that is up, else any
 //!   primary;
 //! - an endpoint that fails a call (no answer, 5xx, 401/403) or a probe is marked down and
-//!   skipped until a probe ([`RestClient::run_probes`], the REST `health` call) succeeds. When
+//!   skipped until a probe ([`RestClient::run_probes`], the REST `health` call; or, with no
+//!   such task, one a call runs first when probes are stale) succeeds. When
 //!   every endpoint is down, calls go to all of them rather than to none, so a lone endpoint
 //!   behaves exactly as a plain client and is never marked.
 //!
@@ -19,7 +20,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,11 @@ struct Inner {
     /// Round-robin cursor of negotiate. An atomic: bumped by concurrent requests, and its
     /// exact value does not matter.
     next: AtomicUsize,
+    /// When every endpoint was last probed. A std mutex, held only to read or write the
+    /// instant, never across an `.await`: a call that finds an endpoint down and no probe for
+    /// two intervals (no [`RestClient::run_probes`] task, as in the Functions handler) probes
+    /// first, so a skipped endpoint always comes back.
+    last_probe: Mutex<Option<Instant>>,
     options: RestOptions,
 }
 
@@ -152,6 +158,7 @@ impl RestClient {
             inner: Arc::new(Inner {
                 members,
                 next: AtomicUsize::new(0),
+                last_probe: Mutex::new(None),
                 options,
             }),
         })
@@ -221,6 +228,28 @@ impl RestClient {
             .collect()
     }
 
+    /// Probe now when an endpoint is down and nothing probed for two intervals.
+    async fn probe_if_stale(&self) {
+        if !self.multi()
+            || self
+                .inner
+                .members
+                .iter()
+                .all(|m| m.up.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        let stale = self
+            .inner
+            .last_probe
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() > 2 * PROBE_INTERVAL))
+            .unwrap_or(true);
+        if stale {
+            self.probe_once().await;
+        }
+    }
+
     /// The endpoints a call goes to: those up, or all when none is.
     fn targets(&self) -> Vec<&Member> {
         let members = &self.inner.members;
@@ -274,6 +303,7 @@ impl RestClient {
         F: Fn(&'a EndpointClient) -> Fut,
         Fut: std::future::Future<Output = Result<(), RestError>> + 'a,
     {
+        self.probe_if_stale().await;
         let targets = self.targets();
         let results = join_all(targets.iter().map(|m| op(&m.client))).await;
         let mut first = None;
@@ -298,6 +328,7 @@ impl RestClient {
         F: Fn(&'a EndpointClient) -> Fut,
         Fut: std::future::Future<Output = Result<bool, RestError>> + 'a,
     {
+        self.probe_if_stale().await;
         let targets = self.targets();
         let results = join_all(targets.iter().map(|m| op(&m.client))).await;
         let mut first = None;
@@ -467,6 +498,9 @@ impl RestClient {
         // The probe client's own timeout is PROBE_TIMEOUT and it does not retry, so the
         // call ends within it.
         let results = join_all(members.iter().map(|m| m.probe.health())).await;
+        if let Ok(mut t) = self.inner.last_probe.lock() {
+            *t = Some(Instant::now());
+        }
         for (member, result) in members.iter().zip(&results) {
             match result {
                 Ok(()) => self.mark_up(member),
@@ -618,6 +652,59 @@ mod tests {
             Err(RestError::InvalidArgument(_))
         ));
         assert!(rest.endpoint_states().iter().all(|s| s.up));
+    }
+
+    /// A stand-in service that takes every call (200) on `listener`.
+    fn stub(listener: std::net::TcpListener) {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    #[tokio::test]
+    async fn a_skipped_endpoint_comes_back_when_a_probe_succeeds_even_without_the_probe_task() {
+        crate::install_crypto();
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_a = a.local_addr().unwrap().port();
+        stub(a);
+        let port_b = dead_port();
+        let rest = RestClient::with_endpoints(
+            vec![
+                named("a", EndpointRole::Primary, port_a),
+                named("b", EndpointRole::Primary, port_b),
+            ],
+            quick(),
+        )
+        .unwrap();
+        let message = Message::broadcast("hub", "t", vec![]);
+        // b is dead: the send fails (the outbox would retry it) and b is marked down.
+        assert!(rest.send(&message).await.is_err());
+        assert_eq!(
+            rest.endpoint_states()
+                .iter()
+                .map(|s| s.up)
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
+        // Skipped now: the send succeeds on a alone (the probe run first still fails).
+        rest.send(&message).await.unwrap();
+        assert_eq!(
+            rest.negotiate_endpoint().rest_base(),
+            format!("http://127.0.0.1:{port_a}")
+        );
+        // b comes back on its port; probes are fresh, so the next call does not probe yet.
+        let Ok(b) = std::net::TcpListener::bind(("127.0.0.1", port_b)) else {
+            return; // the port was taken meanwhile; nothing more to check here
+        };
+        stub(b);
+        rest.send(&message).await.unwrap();
+        assert!(!rest.endpoint_states()[1].up);
+        // Once probes are stale, a call probes first and b takes calls again.
+        *rest.inner.last_probe.lock().unwrap() = None;
+        rest.send(&message).await.unwrap();
+        assert!(rest.endpoint_states().iter().all(|s| s.up));
+        assert!(rest.health().await.is_ok());
     }
 
     #[tokio::test]
