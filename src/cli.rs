@@ -272,7 +272,11 @@ fn run_daemon(path: &Path, log_format: Option<LogFormat>, watch: bool) -> Outcom
 /// address (it must be running: `herald run` or `herald service`).
 fn client_for(cfg: &Config) -> Result<RestClient, String> {
     let endpoint = match &cfg.signalr {
-        SignalrConfig::Azure(endpoint) => (**endpoint).clone(),
+        // Every endpoint of `signalr.endpoints`: a send reaches all of them.
+        SignalrConfig::Azure(set) => {
+            return RestClient::with_endpoints(set.to_vec(), crate::daemon::rest_options(cfg))
+                .map_err(|e| e.to_string());
+        }
         SignalrConfig::Embedded {
             listen,
             access_key,
@@ -642,8 +646,24 @@ pub fn summary(cfg: &Config) -> String {
         &cfg.content_hash[..12]
     );
     match &cfg.signalr {
-        SignalrConfig::Azure(endpoint) => {
-            let _ = writeln!(out, "service: {}", endpoint.connection_string_redacted());
+        SignalrConfig::Azure(set) if set.len() == 1 => {
+            let _ = writeln!(
+                out,
+                "service: {}",
+                set[0].endpoint.connection_string_redacted()
+            );
+        }
+        SignalrConfig::Azure(set) => {
+            let _ = writeln!(out, "service: {} endpoints", set.len());
+            for e in set.iter() {
+                let _ = writeln!(
+                    out,
+                    "  {} ({}): {}",
+                    e.name,
+                    e.role,
+                    e.endpoint.connection_string_redacted()
+                );
+            }
         }
         SignalrConfig::Embedded { listen, .. } => {
             let _ = writeln!(out, "service: embedded SignalR service on {listen}");

@@ -44,10 +44,11 @@ impl App {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notifications.yaml");
         let cfg = herald::config::load_str(&path, &yaml.build(), &|_| None).expect("config");
-        let SignalrConfig::Azure(endpoint) = &cfg.signalr else {
+        let SignalrConfig::Azure(endpoints) = &cfg.signalr else {
             panic!("the test config uses a connection string");
         };
-        let rest = RestClient::new((**endpoint).clone(), rest_options(&cfg)).expect("client");
+        let rest =
+            RestClient::with_endpoints((**endpoints).clone(), rest_options(&cfg)).expect("client");
         let store = Store::open(&dir.path().join("state"), cfg.state.synchronous).expect("store");
         let timeout = cfg.http.request_timeout;
         let live = LiveConfig::new(cfg);

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
+use crate::signalr::endpoints::NamedEndpoint;
 use crate::signalr::rest::ApiVersion;
 use crate::store::{HistoryPolicy, Synchronous};
 use crate::template::Compiled;
@@ -178,7 +179,8 @@ pub fn content_hash(text: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Sections.
 
-/// `signalr:` Azure by connection string (file, else environment), else the embedded service.
+/// `signalr:` Azure by `endpoints`, or by connection string (file, else environment), else
+/// the embedded service.
 fn signalr(cx: &mut Ctx<'_>) -> Checked<SignalrConfig> {
     let raw = &cx.raw.signalr;
     let at = KeyPath::root().child("signalr");
@@ -187,6 +189,15 @@ fn signalr(cx: &mut Ctx<'_>) -> Checked<SignalrConfig> {
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
+    if let Some(entries) = &raw.endpoints {
+        if from_file.is_some() {
+            return Err(cx.err_key(
+                &at.child("endpoints"),
+                "signalr.connection_string and signalr.endpoints are both set; use one or the other",
+            ));
+        }
+        return signalr_endpoints(cx, &at.child("endpoints"), entries);
+    }
     let connection_string = match from_file {
         Some(s) => Some((s.to_string(), true)),
         None => (cx.lookup)("AzureSignalRConnectionString")
@@ -196,7 +207,9 @@ fn signalr(cx: &mut Ctx<'_>) -> Checked<SignalrConfig> {
     };
     if let Some((cs, in_file)) = connection_string {
         return match crate::signalr::ServiceEndpoint::from_connection_string(&cs) {
-            Ok(endpoint) => Ok(SignalrConfig::Azure(Arc::new(endpoint))),
+            Ok(endpoint) => Ok(SignalrConfig::Azure(Arc::new(vec![
+                NamedEndpoint::primary(endpoint),
+            ]))),
             Err(e) => {
                 let msg = if in_file {
                     format!("invalid connection string: {e}")
@@ -232,6 +245,71 @@ fn signalr(cx: &mut Ctx<'_>) -> Checked<SignalrConfig> {
         max_connections: max_connections?,
         timeouts: timeouts?,
     })
+}
+
+/// `signalr.endpoints:` several connection strings with roles; at least one primary, names
+/// unique. Every entry is checked, so one pass names every problem.
+fn signalr_endpoints(
+    cx: &mut Ctx<'_>,
+    at: &KeyPath,
+    entries: &[crate::config::model::EndpointEntry],
+) -> Checked<SignalrConfig> {
+    use crate::config::model::EndpointRoleSetting;
+    use crate::signalr::endpoints::EndpointRole;
+    if entries.is_empty() {
+        return Err(cx.err(at, "signalr.endpoints needs at least one endpoint"));
+    }
+    let mut set = Vec::with_capacity(entries.len());
+    let mut failed = false;
+    let mut names: Vec<&str> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = at.child(i);
+        let name = entry.name.trim();
+        if name.is_empty() {
+            cx.err(&at.child("name"), "an endpoint's name must not be empty");
+            failed = true;
+        } else if names.contains(&name) {
+            cx.err(
+                &at.child("name"),
+                format!("endpoint name `{name}` is used twice; names must be unique"),
+            );
+            failed = true;
+        }
+        names.push(name);
+        let role = match entry.role {
+            EndpointRoleSetting::Primary => EndpointRole::Primary,
+            EndpointRoleSetting::Secondary => EndpointRole::Secondary,
+        };
+        match crate::signalr::ServiceEndpoint::from_connection_string(
+            entry.connection_string.trim(),
+        ) {
+            Ok(endpoint) => set.push(NamedEndpoint {
+                name: name.to_string(),
+                role,
+                endpoint,
+            }),
+            Err(e) => {
+                cx.err(
+                    &at.child("connection_string"),
+                    format!("invalid connection string: {e}"),
+                );
+                failed = true;
+            }
+        }
+    }
+    if !entries
+        .iter()
+        .any(|e| e.role == EndpointRoleSetting::Primary)
+    {
+        return Err(cx.err(
+            at,
+            "signalr.endpoints needs at least one endpoint with `role: primary`",
+        ));
+    }
+    if failed {
+        return Err(Reported);
+    }
+    Ok(SignalrConfig::Azure(Arc::new(set)))
 }
 
 /// `signalr.api_version:` which data-plane REST API the client calls.

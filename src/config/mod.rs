@@ -29,6 +29,7 @@ pub use model::FunctionsDelivery;
 use crate::cron::CronSchedule;
 use crate::message::{Message, Recipient};
 use crate::signalr::ServiceEndpoint;
+use crate::signalr::endpoints::NamedEndpoint;
 use crate::template::{Compiled, TemplateError};
 
 /// Read, validate and compile the config at `path` with the process environment.
@@ -104,8 +105,10 @@ pub struct FunctionsConfig {
 /// Which service delivers messages.
 #[derive(Debug, Clone)]
 pub enum SignalrConfig {
-    /// Azure SignalR Service (or any service reached by connection string).
-    Azure(Arc<ServiceEndpoint>),
+    /// Azure SignalR Service (or any service reached by connection string): one endpoint
+    /// (`connection_string`, the environment; named `default`, primary) or the
+    /// `signalr.endpoints` set. Never empty, at least one primary, names unique.
+    Azure(Arc<Vec<NamedEndpoint>>),
     /// herald's embedded service.
     Embedded {
         listen: SocketAddr,
@@ -115,6 +118,25 @@ pub enum SignalrConfig {
         /// Connection timeouts of the embedded service's listener.
         timeouts: ListenerTimeouts,
     },
+}
+
+impl SignalrConfig {
+    /// The Azure endpoints, or `None` for the embedded service.
+    pub fn azure_endpoints(&self) -> Option<&[NamedEndpoint]> {
+        match self {
+            SignalrConfig::Azure(set) => Some(set),
+            SignalrConfig::Embedded { .. } => None,
+        }
+    }
+
+    /// The first primary Azure endpoint (the only one of a lone connection string).
+    pub fn azure_primary(&self) -> Option<&ServiceEndpoint> {
+        let set = self.azure_endpoints()?;
+        set.iter()
+            .find(|e| e.role == crate::signalr::endpoints::EndpointRole::Primary)
+            .or(set.first())
+            .map(|e| &e.endpoint)
+    }
 }
 
 /// The daemon's HTTP listener settings.

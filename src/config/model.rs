@@ -151,6 +151,12 @@ pub struct SignalrSection {
     /// unset too, herald starts its embedded service. Never logged.
     #[serde(default)]
     pub connection_string: Option<String>,
+    /// Several Azure SignalR Service instances, as the Azure SDK's multiple endpoints (for
+    /// failover and regions), instead of `connection_string` (not both). Negotiate hands out
+    /// a healthy primary, secondaries only while no primary is healthy; sends and group
+    /// changes go to every endpoint that is not failing. At least one primary; names unique.
+    #[serde(default)]
+    pub endpoints: Option<Vec<EndpointEntry>>,
     /// The embedded SignalR-compatible service, used when no connection string is set.
     #[serde(default)]
     pub embedded: EmbeddedSection,
@@ -158,6 +164,32 @@ pub struct SignalrSection {
     /// `v1` (the legacy `/api/v1/...` paths, for older emulators and self-hosted services).
     #[serde(default)]
     pub api_version: ApiVersionSetting,
+}
+
+/// One entry of `signalr.endpoints:`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointEntry {
+    /// The instance's connection string
+    /// (`Endpoint=https://x.service.signalr.net;AccessKey=...;Version=1.0;`). Never logged.
+    pub connection_string: String,
+    /// `primary` (default): handed out by negotiate while healthy; `secondary`: handed out
+    /// only while no primary is healthy. Both receive every send and group change.
+    #[serde(default)]
+    pub role: EndpointRoleSetting,
+    /// A unique name for logs, `/healthz` and the `endpoint` label of `herald_endpoint_up`.
+    pub name: String,
+}
+
+/// `signalr.endpoints[].role:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointRoleSetting {
+    /// Handed out by negotiate while healthy.
+    #[default]
+    Primary,
+    /// Handed out by negotiate only while no primary is healthy.
+    Secondary,
 }
 
 /// `signalr.api_version:` which data-plane REST API herald calls.

@@ -524,3 +524,103 @@ fn many_unknown_references_stay_cheap_and_short() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn signalr_endpoints_compile_with_roles_and_names() {
+    let text = format!(
+        "{BASE}signalr:
+  endpoints:
+    - name: east
+      connection_string: 'Endpoint=https://east.service.signalr.net;AccessKey=k1;Version=1.0;'
+    - name: west
+      role: secondary
+      connection_string: 'Endpoint=https://west.service.signalr.net;AccessKey=k2;Version=1.0;'
+"
+    );
+    let env = |name: &str| {
+        (name == "AzureSignalRConnectionString")
+            .then(|| "Endpoint=https://env.service.signalr.net;AccessKey=e;".to_string())
+    };
+    // The list wins over the environment, as a file's connection_string does.
+    let c = load_str(Path::new("n.yaml"), &text, &env).unwrap();
+    let set = c.signalr.azure_endpoints().unwrap();
+    use crate::signalr::endpoints::EndpointRole;
+    assert_eq!(
+        set.iter()
+            .map(|e| (e.name.as_str(), e.role))
+            .collect::<Vec<_>>(),
+        [
+            ("east", EndpointRole::Primary),
+            ("west", EndpointRole::Secondary)
+        ]
+    );
+    assert_eq!(
+        c.signalr.azure_primary().unwrap().rest_base(),
+        "https://east.service.signalr.net"
+    );
+    // A lone connection string is one primary named `default`.
+    let c = load_str(Path::new("n.yaml"), BASE, &env).unwrap();
+    let set = c.signalr.azure_endpoints().unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].name, "default");
+    assert_eq!(set[0].role, EndpointRole::Primary);
+}
+
+#[test]
+fn signalr_endpoints_errors_are_all_named() {
+    let both = format!(
+        "{BASE}signalr:
+  connection_string: 'Endpoint=https://x;AccessKey=k'
+  endpoints:
+    - name: a
+      connection_string: 'Endpoint=https://a;AccessKey=k'
+"
+    );
+    let e = errors(&both);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("signalr.connection_string and signalr.endpoints are both set"),
+        "{e:?}"
+    );
+
+    let empty = format!("{BASE}signalr:\n  endpoints: []\n");
+    assert!(errors(&empty)[0].contains("at least one endpoint"));
+
+    let bad = format!(
+        "{BASE}signalr:
+  endpoints:
+    - name: a
+      role: secondary
+      connection_string: 'Endpoint=ftp://a;AccessKey=secretkey'
+    - name: a
+      role: secondary
+      connection_string: 'Endpoint=https://b;AccessKey=k'
+"
+    );
+    let e = errors(&bad);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("n.yaml:13:26: invalid connection string")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("endpoint name `a` is used twice")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("at least one endpoint with `role: primary`")),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|m| m.contains("secretkey")),
+        "key leaked: {e:?}"
+    );
+
+    let unknown_role = format!(
+        "{BASE}signalr:\n  endpoints:\n    - {{name: a, role: tertiary, connection_string: 'Endpoint=https://a;AccessKey=k'}}\n"
+    );
+    assert!(!errors(&unknown_role).is_empty());
+}

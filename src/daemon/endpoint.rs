@@ -1,5 +1,6 @@
 //! Which SignalR service the daemon delivers through: Azure SignalR Service from the connection
-//! string, or the embedded service it starts itself; the endpoint and REST client for either.
+//! string or `signalr.endpoints` (with the task that probes their health), or the embedded
+//! service it starts itself; the endpoint and REST client for either.
 //! `herald send`/`token` reach a running embedded service through `embedded_endpoint` too.
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use super::DaemonError;
 use crate::config::{Config, SignalrConfig};
 use crate::service::{Service, ServiceHandle, ServiceOptions};
 use crate::signalr::ServiceEndpoint;
-use crate::signalr::rest::{RestClient, RestOptions};
+use crate::signalr::rest::{PROBE_INTERVAL, RestClient, RestOptions};
 use crate::state::embedded_access_key;
 
 /// The service endpoint of an embedded service listening on `addr`.
@@ -59,9 +60,21 @@ pub async fn connect_with(
     backplane: Option<std::sync::Arc<dyn crate::service::backplane::Backplane>>,
 ) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
     match &cfg.signalr {
-        SignalrConfig::Azure(endpoint) => {
-            tracing::info!(service = %endpoint.connection_string_redacted(), "using Azure SignalR Service");
-            let rest = RestClient::new((**endpoint).clone(), rest_options(cfg))?;
+        SignalrConfig::Azure(set) => {
+            for e in set.iter() {
+                tracing::info!(
+                    endpoint = %e.name,
+                    role = %e.role,
+                    service = %e.endpoint.connection_string_redacted(),
+                    "using Azure SignalR Service"
+                );
+            }
+            let rest = RestClient::with_endpoints(set.to_vec(), rest_options(cfg))?;
+            // A lone endpoint is never probed nor skipped (the task ends at once).
+            tokio::spawn(
+                rest.clone()
+                    .run_probes(PROBE_INTERVAL, shutdown.child_token()),
+            );
             Ok((rest, "azure", None))
         }
         SignalrConfig::Embedded {

@@ -135,7 +135,11 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     match (&old.signalr, &new.signalr) {
         (SignalrConfig::Azure(a), SignalrConfig::Azure(b)) => {
             if a != b {
-                keys.push("signalr.connection_string");
+                keys.push(if a.len() == 1 && b.len() == 1 {
+                    "signalr.connection_string"
+                } else {
+                    "signalr.endpoints"
+                });
             }
         }
         (

@@ -1,10 +1,12 @@
 //! Talking to a SignalR service (Azure or embedded): connection strings and endpoint URLs,
-//! access tokens, the data-plane REST client and the hub protocol.
+//! access tokens, several endpoints with roles (`endpoints`), the data-plane REST client and
+//! the hub protocol.
 //!
 //! [`ServiceEndpoint`] is parsed from an Azure SignalR connection string with the rules of the
 //! official SDK (`ConnectionStringParser.cs`) and derives every URL and token audience the
 //! daemon needs. Its `Debug` and `Display` never show the access key.
 
+pub mod endpoints;
 pub mod names;
 pub mod protocol;
 pub mod rest;

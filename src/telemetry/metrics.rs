@@ -44,6 +44,7 @@ pub const OUTBOX_OLDEST_AGE: &str = "herald_outbox_oldest_age_seconds";
 pub const OUTBOX_RETRIES: &str = "herald_outbox_retries_total";
 pub const OUTBOX_DROPPED: &str = "herald_outbox_dropped_total";
 pub const HISTORY_MESSAGES: &str = "herald_history_messages";
+pub const ENDPOINT_UP: &str = "herald_endpoint_up";
 
 /// The daemon's families (the embedded service describes its own, see `describe`).
 pub const FAMILIES: &[Family] = &[
@@ -76,6 +77,12 @@ pub const FAMILIES: &[Family] = &[
         kind: Kind::Gauge,
         labels: &["hub"],
         help: "Messages kept in a hub's history.",
+    },
+    Family {
+        name: ENDPOINT_UP,
+        kind: Kind::Gauge,
+        labels: &["endpoint", "role"],
+        help: "1 while a SignalR endpoint of `signalr.endpoints` takes calls, 0 while it is skipped (failed a call or a health probe).",
     },
     Family {
         name: BUILD_INFO,

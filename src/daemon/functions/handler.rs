@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
 use super::{FunctionKind, FunctionsError, binding, function_table};
-use crate::config::{Config, FunctionsDelivery, Hub, SignalrConfig, UserIdSource};
+use crate::config::{Config, FunctionsDelivery, Hub, UserIdSource};
 use crate::daemon::delivery::{DeliveryError, deliver};
 use crate::daemon::http::error::ApiError;
 use crate::daemon::http::negotiate::{self, user_id};
@@ -110,14 +110,11 @@ impl HandlerState {
             .into_iter()
             .map(|d| (d.name.to_ascii_lowercase(), d.kind))
             .collect();
-        let endpoint = match &cfg.signalr {
-            SignalrConfig::Azure(endpoint) => Some((**endpoint).clone()),
-            SignalrConfig::Embedded { .. } => None,
-        };
-        let delivery = match (cfg.functions.delivery, &endpoint) {
+        let endpoint = cfg.signalr.azure_primary().cloned();
+        let delivery = match (cfg.functions.delivery, cfg.signalr.azure_endpoints()) {
             (FunctionsDelivery::Binding, _) => Delivery::Binding,
-            (FunctionsDelivery::Direct, Some(endpoint)) => Delivery::Direct(RestClient::new(
-                endpoint.clone(),
+            (FunctionsDelivery::Direct, Some(set)) => Delivery::Direct(RestClient::with_endpoints(
+                set.to_vec(),
                 crate::daemon::rest_options(&cfg),
             )?),
             (FunctionsDelivery::Direct, None) => {

@@ -1,5 +1,6 @@
 //! `/healthz` (liveness and config state: `degraded` with a reason while the last reload is
-//! rejected, the restart-only keys pending, the outbox backlog), `/readyz` (config loaded and
+//! rejected, the restart-only keys pending, the outbox backlog, each of several endpoints),
+//! `/readyz` (config loaded and
 //! the state database answers; the SignalR service's health is reported, not required, and a
 //! rejected reload does not make it unready, the old config serves) and `/metrics`
 //! (Prometheus text format, process metrics read at scrape). Clustered, both report Redis:
@@ -53,6 +54,25 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             body["status"] = json!("degraded");
             body["reason"] = json!("the cluster's Redis is away: serving local connections only");
         }
+    }
+    // Several endpoints: each one's state; any down makes herald degraded (it still serves
+    // through the others).
+    if state.rest.endpoint_count() > 1 {
+        let endpoints = state.rest.endpoint_states();
+        let down: Vec<&str> = endpoints
+            .iter()
+            .filter(|e| !e.up)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !down.is_empty() {
+            body["status"] = json!("degraded");
+            body["reason"] = json!(format!(
+                "SignalR endpoint{} down: {}",
+                if down.len() == 1 { "" } else { "s" },
+                down.join(", ")
+            ));
+        }
+        body["endpoints"] = json!(endpoints);
     }
     if let Some(r) = reload.as_ref().filter(|r| r.rejected()) {
         body["status"] = json!("degraded");

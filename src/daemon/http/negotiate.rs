@@ -1,6 +1,7 @@
 //! Negotiate: `GET`/`POST` on a hub's negotiate path answers `{"url", "accessToken"}` exactly
 //! as the Azure Functions `signalRConnectionInfo` binding does, so official clients follow it
-//! to the service. The user id comes from a trusted header or a verified bearer token.
+//! to the service (with several endpoints, a healthy primary, else a healthy secondary). The
+//! user id comes from a trusted header or a verified bearer token.
 
 use axum::Json;
 use axum::http::HeaderMap;
@@ -19,7 +20,7 @@ pub async fn negotiate(
     headers: &HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let user = user_id(hub, headers)?;
-    let info = connection_info(state.rest.endpoint(), hub, user.as_deref())?;
+    let info = connection_info(state.rest.negotiate_endpoint(), hub, user.as_deref())?;
     metrics::counter!("herald_negotiate_total", "hub" => hub.name.clone()).increment(1);
     tracing::debug!(hub = %hub.name, user = user.as_deref().unwrap_or(""), "negotiated");
     Ok(Json(info))

@@ -1,5 +1,5 @@
-//! `RestClient`: the REST operations (sends, group membership, existence checks, closing
-//! connections, health) over one shared connection pool. Each call is built from a path
+//! `EndpointClient`: the REST operations (sends, group membership, existence checks, closing
+//! connections, health) against one service endpoint, over one shared connection pool. Each call is built from a path
 //! (`paths`), signed with a fresh REST token, and sent with the retry policy of `retry`;
 //! the final answer becomes `Ok` or a `RestError`. Owns the 1 MB body check and the
 //! per-request timeout.
@@ -26,9 +26,10 @@ use crate::signalr::token;
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// A client for one service endpoint. Cheap to clone: the state sits behind one `Arc`, so
-/// the daemon's handlers and scheduler tasks share one connection pool.
+/// the daemon's handlers and scheduler tasks share one connection pool. The daemon holds a
+/// [`super::RestClient`], which drives one of these per endpoint.
 #[derive(Clone)]
-pub struct RestClient {
+pub struct EndpointClient {
     inner: Arc<Inner>,
 }
 
@@ -42,10 +43,10 @@ struct Inner {
     options: RestOptions,
 }
 
-impl fmt::Debug for RestClient {
+impl fmt::Debug for EndpointClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `ServiceEndpoint`'s Debug redacts the key.
-        f.debug_struct("RestClient")
+        f.debug_struct("EndpointClient")
             .field("endpoint", &self.inner.endpoint)
             .field("options", &self.inner.options)
             .finish()
@@ -142,7 +143,7 @@ struct Answer {
     retry_after: Option<Duration>,
 }
 
-impl RestClient {
+impl EndpointClient {
     /// A client for `endpoint`. Builds one reqwest client (rustls) with `options.timeout`.
     pub fn new(endpoint: ServiceEndpoint, options: RestOptions) -> Result<Self, RestError> {
         let http = reqwest::Client::builder()
@@ -152,7 +153,7 @@ impl RestClient {
             .build()
             .map_err(RestError::Client)?;
         let base = endpoint.rest_base();
-        Ok(RestClient {
+        Ok(EndpointClient {
             inner: Arc::new(Inner {
                 http,
                 endpoint,
@@ -547,7 +548,7 @@ mod tests {
     fn debug_hides_the_key() {
         crate::install_crypto();
         let endpoint = ServiceEndpoint::new("http://localhost", Some(8888), KEY).unwrap();
-        let client = RestClient::new(endpoint, RestOptions::default()).unwrap();
+        let client = EndpointClient::new(endpoint, RestOptions::default()).unwrap();
         let shown = format!("{client:?}");
         assert!(!shown.contains(KEY), "{shown}");
         assert!(client.options().server_name.starts_with("herald_"));

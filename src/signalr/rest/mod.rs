@@ -1,17 +1,19 @@
 //! The data-plane REST API of Azure SignalR Service (and of herald's embedded service, which
 //! mirrors it): [`RestClient`] sends to all/user/group/connection, manages group membership,
-//! checks existence, closes connections and probes health. [`RestOptions`] says how (API
+//! checks existence, closes connections and probes health, over one endpoint or a set of them
+//! (`set`); [`EndpointClient`] does it for one endpoint. [`RestOptions`] says how (API
 //! version, timeouts, retries); [`RestError`] says why a call failed.
 //!
 //! Rooms: `client` runs the operations; `paths` holds every difference between the
 //! 2022-06-01 API (facts §4.1, §4.3) and the legacy `/api/v1` one (facts §4.2), and segment
-//! encoding; `retry` decides what is retried and how long to wait (`Retry-After`, jittered
+//! encoding; `set` spreads calls over endpoints and keeps their health; `retry` decides what is retried and how long to wait (`Retry-After`, jittered
 //! backoff); `error` is `RestError`.
 
 mod client;
 mod error;
 mod paths;
 mod retry;
+mod set;
 
 use std::time::Duration;
 
@@ -19,9 +21,10 @@ use std::time::Duration;
 /// send whose id it saw recently; Azure SignalR Service ignores unknown headers.
 pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
 
-pub use client::{Presence, RestClient, check_sendable};
+pub use client::{EndpointClient, Presence, check_sendable};
 pub use error::RestError;
 pub use paths::{API_VERSION_2022_06_01, ApiVersion};
+pub use set::{EndpointState, PROBE_INTERVAL, PROBE_TIMEOUT, RestClient};
 
 /// The service refuses request bodies over 1 MB (facts §4.1); herald refuses them first, so
 /// an oversized message fails fast and is never retried.
