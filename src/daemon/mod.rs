@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod delivery;
 pub mod endpoint;
+pub mod events;
 pub mod functions;
 pub mod http;
 pub mod outbox;
@@ -152,14 +153,8 @@ pub async fn run_with_control(
     let store = crate::store::Store::open(&state_dir, cfg.state.synchronous)?;
     tracing::info!(path = %store.path().display(), "state database open");
     let outbox = outbox::Outbox::new(store);
-    let (rest, service_kind, service) = connect(&cfg, &shutdown).await?;
+    // The listener is bound first: the embedded service's upstream points at it.
     let listen = cfg.http.listen;
-    let request_timeout = cfg.http.request_timeout;
-    let live = LiveConfig::new(cfg);
-    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
-    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
-    m::register_config(&live.current());
-
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -170,15 +165,29 @@ pub async fn run_with_control(
         addr: listen,
         source,
     })?;
+    let (rest, service_kind, service) = connect(&cfg, &shutdown, Some(local)).await?;
+    let request_timeout = cfg.http.request_timeout;
+    let live = LiveConfig::new(cfg);
+    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+    m::register_config(&live.current());
+
     let reloads = Arc::new(reload::ReloadLog::new(live.current()));
+    let limiters: Arc<http::rate_limit::RateLimiters> = Arc::default();
     let state = http::AppState {
         live: live.clone(),
         rest: rest.clone(),
         service_kind,
         metrics,
         reloads: reloads.clone(),
-        limiters: Arc::default(),
+        limiters: limiters.clone(),
         outbox: outbox.clone(),
+        events: events::Events {
+            rest: rest.clone(),
+            outbox: outbox.clone(),
+            limiters,
+            presence: Arc::default(),
+        },
     };
     let app = http::router(state, request_timeout);
     let server_stop = shutdown.clone();
