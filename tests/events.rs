@@ -186,12 +186,17 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
         .unwrap();
     assert_eq!(missing.status(), 401);
     let other = up
-        .request("c1", None, "connections", "connected", ACCESS_KEY)
+        .http
+        .post(daemon.url(upstream::FUNCTIONS_PATH))
         .header("X-ASRS-Connection-Id", "c2")
+        .header("X-ASRS-Hub", "notifications")
+        .header("X-ASRS-Category", "connections")
+        .header("X-ASRS-Event", "connected")
+        .header("X-ASRS-Signature", upstream::signature(&[ACCESS_KEY], "c1"))
         .send()
         .await
         .unwrap();
-    assert!(matches!(other.status().as_u16(), 400 | 401), "{}", other.status());
+    assert_eq!(other.status(), 401, "a signature is bound to its connection id");
     assert_eq!(recorder.sends().len(), 1, "a refused event sends nothing");
 
     // connected: the retained status goes to that connection before the answer.
