@@ -184,7 +184,8 @@ pub async fn run_with_control(
         outbox: outbox.clone(),
         events: events::Events {
             rest: rest.clone(),
-            outbox: outbox.clone(),
+            store: outbox.store().clone(),
+            outbox: Some(outbox.clone()),
             limiters,
             presence: Arc::default(),
         },

@@ -21,7 +21,7 @@ pub async fn message(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let found = state.outbox.store().acks(id).await.map_err(|error| {
+    let found = state.events.store.acks(id).await.map_err(|error| {
         tracing::error!(%error, "state database read failed");
         ApiError::unavailable("herald's state database is not answering")
     })?;

@@ -33,7 +33,11 @@ pub struct Caller {
 #[derive(Clone)]
 pub struct Events {
     pub rest: RestClient,
-    pub outbox: crate::daemon::outbox::Outbox,
+    /// Acknowledgements and retained statuses.
+    pub store: crate::store::Store,
+    /// Where relayed messages go: the daemon's outbox (durable, retried). `None` in
+    /// custom-handler mode, which has no outbox worker: relays are sent at once.
+    pub outbox: Option<crate::daemon::outbox::Outbox>,
     pub limiters: Arc<RateLimiters>,
     pub presence: Arc<Presence>,
 }
@@ -67,7 +71,7 @@ impl Events {
             count(&caller.hub, "connected", "ok");
             return;
         }
-        let retained = match self.outbox.store().retained_in_hub(&caller.hub).await {
+        let retained = match self.store.retained_in_hub(&caller.hub).await {
             Ok(r) => r,
             Err(error) => {
                 tracing::error!(%error, hub = %caller.hub, "cannot read retained statuses for a new connection");
@@ -171,25 +175,41 @@ impl Events {
                 })?;
                 crate::signalr::rest::check_sendable(&message)
                     .map_err(|e| refuse(format!("method `{}`: {e}", method.name)))?;
-                let accept = Accept {
-                    messages: vec![NewMessage {
-                        id: id.clone(),
-                        message,
-                        source: format!("event:{}.{}", events_hub(cfg, caller), method.name),
-                        retain: None,
-                    }],
-                    ..Accept::default()
-                };
-                match self.outbox.accept(accept).await {
-                    Ok(Accepted::Stored(_)) => Ok(json!({ "id": id })),
-                    Ok(_) => Err(refuse("unexpected store answer")),
-                    Err(error) => {
-                        tracing::error!(%error, method = %method.name, "relayed message could not be stored");
-                        Err(refuse(
-                            "herald could not store the message; nothing was sent, retry later",
-                        ))
-                    }
+                let source = format!("event:{}.{}", events_hub(cfg, caller), method.name);
+                self.relay(message, id, source).await
+            }
+        }
+    }
+
+    /// Hand a relayed message on: into the outbox, or (custom-handler mode) straight to the
+    /// service.
+    async fn relay(&self, message: Message, id: String, source: String) -> Result<Value, Refusal> {
+        let Some(outbox) = &self.outbox else {
+            return match self.rest.send_with_id(&message, Some(&id)).await {
+                Ok(()) => Ok(json!({ "id": id })),
+                Err(error) => {
+                    tracing::warn!(%error, %source, "relayed message not sent");
+                    Err(refuse("the SignalR service did not take the message; retry later"))
                 }
+            };
+        };
+        let accept = Accept {
+            messages: vec![NewMessage {
+                id: id.clone(),
+                message,
+                source,
+                retain: None,
+            }],
+            ..Accept::default()
+        };
+        match outbox.accept(accept).await {
+            Ok(Accepted::Stored(_)) => Ok(json!({ "id": id })),
+            Ok(_) => Err(refuse("unexpected store answer")),
+            Err(error) => {
+                tracing::error!(%error, "relayed message could not be stored");
+                Err(refuse(
+                    "herald could not store the message; nothing was sent, retry later",
+                ))
             }
         }
     }
@@ -228,8 +248,7 @@ impl Events {
             }
         };
         let outcome = self
-            .outbox
-            .store()
+            .store
             .ack(NewAck {
                 id: id.clone(),
                 connection: caller.connection.clone(),
