@@ -30,14 +30,11 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::metrics as service_metrics;
 use super::replay::Replay;
+use super::upstream::{self, ClientInfo, Link};
 use crate::signalr::protocol::{
     self, HubMessage, MAX_PROTOCOL_VERSION, Protocol, encode_handshake_response,
     parse_handshake_request,
 };
-
-/// What a connection answers to a client invocation that expects a result.
-pub(crate) const CLIENT_INVOCATION_ERROR: &str =
-    "Client invocations are not supported in serverless mode";
 
 /// How long a closing transport may spend flushing queued frames and the `Close` message.
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,6 +212,16 @@ pub(crate) struct Connection {
     last_sent_ms: AtomicU64,
     /// Wakes the supervisor when the handshake completes or a transport attaches.
     changed: Notify,
+    /// Claims and query for the upstream headers; set once at creation (`open`), read by
+    /// the upstream worker.
+    client_info: OnceLock<ClientInfo>,
+    /// The `error` of the `Close` message the connection was closed with (the upstream
+    /// `disconnected` event's `Error`); set once by [`Connection::close`].
+    close_error: OnceLock<String>,
+    /// The queue of the connection's upstream worker, from the handshake until
+    /// `disconnected` is queued (then dropped, which ends the worker). A std `Mutex`: set,
+    /// cloned and taken synchronously.
+    upstream: Mutex<Option<Link>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -283,6 +290,9 @@ impl Connection {
             last_received_ms: AtomicU64::new(0),
             last_sent_ms: AtomicU64::new(0),
             changed: Notify::new(),
+            client_info: OnceLock::new(),
+            close_error: OnceLock::new(),
+            upstream: Mutex::new(None),
         })
     }
 
@@ -311,12 +321,50 @@ impl Connection {
             return;
         }
         if let Some(message) = message {
+            if let HubMessage::Close {
+                error: Some(error), ..
+            } = &message
+            {
+                let _ = self.close_error.set(error.clone());
+            }
             let mut slot = lock(&self.close_message);
             if slot.is_none() {
                 *slot = Some(message);
             }
         }
         self.closed.cancel();
+    }
+
+    /// Record what the upstream headers say about the client (once; later calls are ignored).
+    pub(crate) fn set_client_info(&self, info: ClientInfo) {
+        let _ = self.client_info.set(info);
+    }
+
+    pub(crate) fn client_info(&self) -> ClientInfo {
+        self.client_info.get().cloned().unwrap_or_default()
+    }
+
+    /// The error the connection was closed with, if any.
+    pub(crate) fn close_error(&self) -> Option<String> {
+        self.close_error.get().cloned()
+    }
+
+    /// Install the upstream worker's queue; `false` if one is already there.
+    pub(crate) fn set_upstream(&self, link: Link) -> bool {
+        let mut slot = lock(&self.upstream);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(link);
+        true
+    }
+
+    pub(crate) fn upstream(&self) -> Option<Link> {
+        lock(&self.upstream).clone()
+    }
+
+    pub(crate) fn take_upstream(&self) -> Option<Link> {
+        lock(&self.upstream).take()
     }
 
     fn millis(&self) -> u64 {
@@ -523,7 +571,8 @@ impl Connection {
         }
     }
 
-    fn push_message(&self, message: &HubMessage) {
+    /// Encode `message` for the connection's protocol and offer it to the queue.
+    pub(crate) fn push_message(&self, message: &HubMessage) {
         let protocol = self.protocol();
         match protocol.unwrap_or(Protocol::Json).encode(message) {
             Ok(bytes) => {
@@ -564,7 +613,7 @@ impl Connection {
         let mut s = lock(&self.state);
         let Some(buffer) = s.handshake.as_mut() else {
             drop(s);
-            self.handle_messages(data);
+            self.handle_messages(data, shared);
             return;
         };
         buffer.extend_from_slice(data);
@@ -623,16 +672,17 @@ impl Connection {
         shared.registry.activate(self);
         self.changed.notify_one();
         tracing::debug!(connection = %self.id, hub = %self.hub, protocol = protocol.name(), "connected");
+        upstream::connected(shared, self);
         if !rest.is_empty() {
-            self.handle_messages(&rest);
+            self.handle_messages(&rest, shared);
         }
     }
 
-    fn handle_messages(&self, data: &[u8]) {
+    fn handle_messages(&self, data: &[u8], shared: &Shared) {
         let Some(protocol) = self.protocol() else {
             return;
         };
-        let messages = match protocol.decode_frame(data) {
+        let messages = match protocol.decode_frame_raw(data) {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::debug!(connection = %self.id, %error, "malformed message from client");
@@ -643,7 +693,8 @@ impl Connection {
                 return;
             }
         };
-        for message in messages {
+        for raw in messages {
+            let message = raw.message;
             if let Some(replay) = &self.replay {
                 let mut replay = lock(replay);
                 match replay.inbound(&message) {
@@ -666,13 +717,21 @@ impl Connection {
                 }
             }
             match message {
+                // Forwarded upstream (or refused there when none takes it).
                 HubMessage::Invocation {
-                    invocation_id: Some(id),
+                    invocation_id,
+                    target,
                     ..
+                } => {
+                    upstream::invocation(shared, self, &target, invocation_id.as_deref(), raw.bytes)
                 }
-                | HubMessage::StreamInvocation {
+                // Not supported in serverless mode (Azure/azure-signalr#2132).
+                HubMessage::StreamInvocation {
                     invocation_id: id, ..
-                } => self.push_message(&HubMessage::completion_error(id, CLIENT_INVOCATION_ERROR)),
+                } => self.push_message(&HubMessage::completion_error(
+                    id,
+                    upstream::NO_UPSTREAM_ERROR,
+                )),
                 HubMessage::Close { .. } => {
                     self.close(None);
                     return;
@@ -788,6 +847,7 @@ pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) 
         }
     }
     shared.registry.deactivate(&connection);
+    upstream::disconnected(&shared, &connection);
     if connection.transport() == Some(TransportKind::LongPolling) {
         tokio::select! {
             () = tokio::time::sleep(LONG_POLLING_GRACE.min(options.long_poll_timeout)) => {}
@@ -839,6 +899,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             stopped: CancellationToken::new(),
+            upstream: None,
             options,
         })
     }

@@ -12,6 +12,8 @@
 //! | `herald_service_deliveries_total` | counter | | frames queued to connections |
 //! | `herald_service_dropped_total` | counter | `reason` | deliveries not made, see [`DropReason`] |
 //! | `herald_service_slow_consumers_total` | counter | | connections closed with a full queue |
+//! | `herald_service_upstream_requests_total` | counter | `category`, `outcome` | upstream POSTs made, see [`UpstreamOutcome`] |
+//! | `herald_service_upstream_dropped_total` | counter | `event` | upstream events refused at a full hub queue |
 
 use crate::message::Recipient;
 
@@ -27,6 +29,55 @@ pub const DELIVERIES: &str = "herald_service_deliveries_total";
 pub const DROPPED: &str = "herald_service_dropped_total";
 /// Counter: connections closed because their outbound queue was full.
 pub const SLOW_CONSUMERS: &str = "herald_service_slow_consumers_total";
+
+/// Counter: upstream POSTs, by `category` (connections, messages) and `outcome`
+/// ([`UpstreamOutcome::label`]).
+pub const UPSTREAM_REQUESTS: &str = "herald_service_upstream_requests_total";
+/// Counter: upstream events not sent because the hub's queue was full, by `event`
+/// (`connected`, `disconnected`, `invocation`).
+pub const UPSTREAM_DROPPED: &str = "herald_service_upstream_dropped_total";
+
+/// How one upstream POST ended (the `outcome` label of [`UPSTREAM_REQUESTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// 200 or 204.
+    Ok,
+    /// Any other status.
+    Status,
+    /// No answer within the upstream timeout.
+    Timeout,
+    /// Connection refused, reset, TLS failure, or an answer over 16 MB.
+    Error,
+}
+
+impl UpstreamOutcome {
+    pub const ALL: [UpstreamOutcome; 4] = [
+        UpstreamOutcome::Ok,
+        UpstreamOutcome::Status,
+        UpstreamOutcome::Timeout,
+        UpstreamOutcome::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::Status => "status",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+}
+
+/// Count one upstream POST.
+pub(crate) fn upstream_request(category: &'static str, outcome: UpstreamOutcome) {
+    metrics::counter!(UPSTREAM_REQUESTS, "category" => category, "outcome" => outcome.label())
+        .increment(1);
+}
+
+/// Count one upstream event refused at a full queue.
+pub(crate) fn upstream_dropped(event: &'static str) {
+    metrics::counter!(UPSTREAM_DROPPED, "event" => event).increment(1);
+}
 
 /// Why a message was not delivered (the `reason` label of [`DROPPED`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +151,26 @@ pub fn describe() {
         metrics::Unit::Count,
         "Connections closed because their outbound queue was full."
     );
+    metrics::describe_counter!(
+        UPSTREAM_REQUESTS,
+        metrics::Unit::Count,
+        "Upstream POSTs of the embedded SignalR service, by category (connections, messages) and outcome: ok (200/204), status (any other status), timeout, error (connection failure or an answer over 16 MB)."
+    );
+    metrics::describe_counter!(
+        UPSTREAM_DROPPED,
+        metrics::Unit::Count,
+        "Upstream events not sent because the hub's upstream queue was full, by event (connected, disconnected, invocation; a refused invocation gets a Completion error)."
+    );
     metrics::gauge!(CONNECTIONS).increment(0.0);
+    for category in ["connections", "messages"] {
+        for outcome in UpstreamOutcome::ALL {
+            metrics::counter!(UPSTREAM_REQUESTS, "category" => category, "outcome" => outcome.label())
+                .increment(0);
+        }
+    }
+    for event in ["connected", "disconnected", "invocation"] {
+        metrics::counter!(UPSTREAM_DROPPED, "event" => event).increment(0);
+    }
     metrics::counter!(DELIVERIES).increment(0);
     metrics::counter!(SLOW_CONSUMERS).increment(0);
     for reason in DropReason::ALL {
@@ -130,7 +200,15 @@ mod tests {
             describe();
         });
         let text = handle.render();
-        for name in [CONNECTIONS, MESSAGES, DELIVERIES, DROPPED, SLOW_CONSUMERS] {
+        for name in [
+            CONNECTIONS,
+            MESSAGES,
+            DELIVERIES,
+            DROPPED,
+            SLOW_CONSUMERS,
+            UPSTREAM_REQUESTS,
+            UPSTREAM_DROPPED,
+        ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
         }
         assert!(
@@ -151,6 +229,16 @@ mod tests {
         }
         assert!(
             text.contains("herald_service_messages_total{recipient=\"group\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "herald_service_upstream_requests_total{category=\"messages\",outcome=\"timeout\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_service_upstream_dropped_total{event=\"connected\"} 0\n"),
             "{text}"
         );
     }

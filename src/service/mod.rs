@@ -28,6 +28,7 @@
 //! dedupe.rs         exactly-once sends: the window of `x-herald-message-id`s seen
 //! replay.rs         stateful reconnect: replay buffer, sequence ids, Acks
 //! metrics.rs        metric names, HELP text, zero values before traffic
+//! upstream.rs       serverless upstream: connected/disconnected/invocations POSTed, bounded
 //! ```
 
 mod auth;
@@ -40,6 +41,7 @@ mod registry;
 mod replay;
 mod rest;
 mod transport;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,8 +55,10 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::message::{Message, Recipient};
 use crate::signalr::protocol::HubMessage;
+use crate::signalr::upstream::UpstreamTemplate;
 
 pub use fanout::SendReport;
+pub use upstream::UpstreamBuildError;
 
 use registry::Registry;
 
@@ -107,6 +111,17 @@ pub struct ServiceOptions {
     /// user, groups, buffer) for the client to resume it (ASP.NET's `DisconnectTimeout`,
     /// 15 s). After it the connection is closed as any other.
     pub reconnect_window: Duration,
+    /// Serverless upstream settings, in order: the first template matching an event's hub,
+    /// category and event gets it (empty: no upstream; client invocations are refused).
+    pub upstreams: Vec<UpstreamTemplate>,
+    /// How long one upstream POST may take, connect to last body byte (10 s). An
+    /// invocation that times out gets a Completion error.
+    pub upstream_timeout: Duration,
+    /// Most upstream POSTs in flight per hub (16).
+    pub upstream_concurrency: usize,
+    /// Most upstream events waiting per hub beyond those in flight (256); past it a
+    /// connection event is dropped (and counted) and an invocation gets a Completion error.
+    pub upstream_queue: usize,
 }
 
 impl ServiceOptions {
@@ -130,6 +145,10 @@ impl ServiceOptions {
             dedupe_capacity: 100_000,
             stateful_reconnect_buffer: 100_000,
             reconnect_window: Duration::from_secs(15),
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_secs(10),
+            upstream_concurrency: 16,
+            upstream_queue: 256,
         }
     }
 }
@@ -144,6 +163,8 @@ pub enum ServiceError {
         option: &'static str,
         reason: &'static str,
     },
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamBuildError),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -176,7 +197,16 @@ impl Service {
             addr: options.listen,
             source,
         })?;
+        let upstream = upstream::Upstream::new(
+            options.upstreams.clone(),
+            options.access_keys.clone(),
+            options.upstream_timeout,
+            options.upstream_concurrency,
+            options.upstream_queue,
+        )?
+        .map(Arc::new);
         let shared = Arc::new(Shared {
+            upstream,
             registry: Registry::new(options.max_connections),
             dedupe: dedupe::Dedupe::new(options.dedupe_window, options.dedupe_capacity),
             local_addr,
@@ -200,7 +230,7 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
     if options.access_keys.iter().all(|k| k.is_empty()) {
         return Err(ServiceError::NoAccessKeys);
     }
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 12] = [
         ("keep_alive", options.keep_alive.is_zero()),
         ("client_timeout", options.client_timeout.is_zero()),
         ("handshake_timeout", options.handshake_timeout.is_zero()),
@@ -211,6 +241,8 @@ fn validate(options: &ServiceOptions) -> Result<(), ServiceError> {
         ("header_read_timeout", options.header_read_timeout.is_zero()),
         ("idle_timeout", options.idle_timeout.is_zero()),
         ("reconnect_window", options.reconnect_window.is_zero()),
+        ("upstream_timeout", options.upstream_timeout.is_zero()),
+        ("upstream_concurrency", options.upstream_concurrency == 0),
     ];
     for (option, bad) in checks {
         if bad {
@@ -261,6 +293,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// Cancelled once the server and every tracked task have ended.
     pub(crate) stopped: CancellationToken,
+    /// The upstream sender, `None` without upstream templates.
+    pub(crate) upstream: Option<Arc<upstream::Upstream>>,
 }
 
 impl Shared {

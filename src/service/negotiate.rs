@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::connection::{Connection, new_id, supervise};
+use super::upstream::{self, ClientInfo};
 use super::{Shared, auth, hub_key};
 
 /// The highest negotiate version the service speaks.
@@ -69,6 +70,7 @@ pub(crate) async fn negotiate(
         hub,
         claims.user_id(),
         stateful,
+        client_info(&shared, &headers, &uri, param("access_token")),
     ) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
@@ -116,6 +118,23 @@ impl IntoResponse for ClientError {
     }
 }
 
+/// What the upstream headers will say about the client (nothing without an upstream).
+pub(crate) fn client_info(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    query_token: Option<&str>,
+) -> ClientInfo {
+    if shared.upstream.is_none() {
+        return ClientInfo::default();
+    }
+    let token = auth::bearer(headers).or(query_token.filter(|t| !t.is_empty()));
+    ClientInfo {
+        claims: token.map(upstream::claims_of).unwrap_or_default(),
+        query: upstream::client_query(uri.query()),
+    }
+}
+
 /// Create and register a connection (with a replay buffer if `stateful`) and start its
 /// supervisor; 503 when the service is full.
 pub(crate) fn open(
@@ -125,6 +144,7 @@ pub(crate) fn open(
     hub: &str,
     user: Option<&str>,
     stateful: bool,
+    info: ClientInfo,
 ) -> Result<Arc<Connection>, ClientError> {
     let connection = Connection::with_replay(
         id,
@@ -134,6 +154,7 @@ pub(crate) fn open(
         shared.options.outbound_queue,
         stateful.then_some(shared.options.stateful_reconnect_buffer),
     );
+    connection.set_client_info(info);
     if let Err(error) = shared.registry.insert(connection.clone()) {
         tracing::warn!(%error, "refusing a connection");
         return Err(ClientError::new(

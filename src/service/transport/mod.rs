@@ -51,7 +51,10 @@ pub(crate) async fn client(
 
     if method == Method::GET {
         match upgrade {
-            Ok(upgrade) => return websocket(&shared, upgrade, hub, id, &claims),
+            Ok(upgrade) => {
+                let info = negotiate::client_info(&shared, &headers, &uri, param("access_token"));
+                return websocket(&shared, upgrade, hub, id, &claims, info);
+            }
             Err(rejection) if is_upgrade_request(&headers) => return rejection.into_response(),
             Err(_) => {}
         }
@@ -102,6 +105,7 @@ fn websocket(
     hub: &str,
     id: Option<&str>,
     claims: &Claims,
+    info: super::upstream::ClientInfo,
 ) -> Response {
     let connection = match id {
         Some(id) => match lookup(shared, id, hub, claims) {
@@ -111,7 +115,7 @@ fn websocket(
         None => {
             // Negotiate-less: what pysignalr and signalrcore do after an Azure redirect.
             let id = new_id();
-            match negotiate::open(shared, id.clone(), id, hub, claims.user_id(), false) {
+            match negotiate::open(shared, id.clone(), id, hub, claims.user_id(), false, info) {
                 Ok(connection) => connection,
                 Err(error) => return error.into_response(),
             }

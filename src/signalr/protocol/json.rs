@@ -133,6 +133,14 @@ impl Writer {
 /// Decode every record of one complete frame. The frame must end with `0x1E`; an empty frame
 /// holds no messages. Records of unknown `type` are skipped, as ASP.NET Core does.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<HubMessage>, ProtocolError> {
+    Ok(decode_frame_raw(frame)?
+        .into_iter()
+        .map(|raw| raw.message)
+        .collect())
+}
+
+/// [`decode_frame`], each message with its record's bytes (without the `0x1E`).
+pub fn decode_frame_raw(frame: &[u8]) -> Result<Vec<super::RawMessage<'_>>, ProtocolError> {
     if frame.is_empty() {
         return Ok(Vec::new());
     }
@@ -143,7 +151,10 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<HubMessage>, ProtocolError> {
     let mut messages = Vec::new();
     for record in body.split(|b| *b == RECORD_SEPARATOR) {
         if let Some(message) = decode_record(record)? {
-            messages.push(message);
+            messages.push(super::RawMessage {
+                message,
+                bytes: record,
+            });
         }
     }
     Ok(messages)

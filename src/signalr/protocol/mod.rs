@@ -78,6 +78,22 @@ impl Protocol {
             Protocol::MessagePack => msgpack::decode_frame(frame),
         }
     }
+
+    /// Like [`Protocol::decode_frame`], each message with its bytes exactly as sent, without
+    /// the framing (no `0x1E`, no VarInt prefix): what serverless upstream forwards.
+    pub fn decode_frame_raw(self, frame: &[u8]) -> Result<Vec<RawMessage<'_>>, ProtocolError> {
+        match self {
+            Protocol::Json => json::decode_frame_raw(frame),
+            Protocol::MessagePack => msgpack::decode_frame_raw(frame),
+        }
+    }
+}
+
+/// One decoded message and its unframed bytes (see [`Protocol::decode_frame_raw`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawMessage<'a> {
+    pub message: HubMessage,
+    pub bytes: &'a [u8],
 }
 
 /// How a `Completion` ended.
@@ -421,6 +437,36 @@ mod tests {
         ] {
             assert!(!untracked.is_trackable(), "{untracked:?}");
         }
+    }
+
+    #[test]
+    fn raw_messages_are_the_bytes_as_sent_without_framing() {
+        let json =
+            b"{\"type\":1,\"target\":\"a\",\"arguments\":[]}\x1e{\"type\":6}\x1e{\"type\":99}\x1e";
+        let raw = Protocol::Json.decode_frame_raw(json).unwrap();
+        assert_eq!(raw.len(), 2, "the unknown type is skipped");
+        assert_eq!(
+            raw[0].bytes,
+            b"{\"type\":1,\"target\":\"a\",\"arguments\":[]}"
+        );
+        assert_eq!(raw[0].message, HubMessage::invocation("a", vec![]));
+        assert_eq!(raw[1].bytes, b"{\"type\":6}");
+        assert_eq!(raw[1].message, HubMessage::Ping);
+        let mut frame = Protocol::MessagePack
+            .encode(&HubMessage::invocation("b", vec![serde_json::json!(1)]))
+            .unwrap();
+        let first_len = frame.len();
+        frame.extend(Protocol::MessagePack.encode(&HubMessage::Ping).unwrap());
+        let raw = Protocol::MessagePack.decode_frame_raw(&frame).unwrap();
+        assert_eq!(raw.len(), 2);
+        assert_eq!(
+            raw[0].bytes,
+            &frame[1..first_len],
+            "without the VarInt prefix"
+        );
+        assert_eq!(raw[1].message, HubMessage::Ping);
+        assert!(Protocol::Json.decode_frame_raw(b"{\"type\":6}").is_err());
+        assert!(Protocol::MessagePack.decode_frame_raw(&frame[..3]).is_err());
     }
 
     #[test]

@@ -170,6 +170,14 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, ProtocolError> {
 /// Decode every message of one complete frame. A partial trailing message is an error;
 /// messages of unknown type are skipped.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<HubMessage>, ProtocolError> {
+    Ok(decode_frame_raw(frame)?
+        .into_iter()
+        .map(|raw| raw.message)
+        .collect())
+}
+
+/// [`decode_frame`], each message with its body's bytes (without the VarInt prefix).
+pub fn decode_frame_raw(frame: &[u8]) -> Result<Vec<super::RawMessage<'_>>, ProtocolError> {
     let mut messages = Vec::new();
     let mut rest = frame;
     while !rest.is_empty() {
@@ -179,7 +187,10 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<HubMessage>, ProtocolError> {
             .get(used..used.saturating_add(len))
             .ok_or(ProtocolError::Truncated)?;
         if let Some(message) = decode_body(body)? {
-            messages.push(message);
+            messages.push(super::RawMessage {
+                message,
+                bytes: body,
+            });
         }
         rest = &rest[used + len..];
     }
