@@ -333,3 +333,183 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
     let p = presence(&daemon).await;
     assert_eq!(p["connections"], 2, "{p}");
 }
+
+/// The embedded service's config: the daemon points the service's upstream at itself.
+fn embedded_config() -> String {
+    format!(
+        r#"
+http:
+  listen: 127.0.0.1:0
+signalr:
+  embedded:
+    listen: 127.0.0.1:0
+hubs:
+  notifications:
+    negotiate:
+      user_id: {{ header: x-user }}
+templates:
+  status:
+    target: statusUpdate
+    arguments: ["{{{{ status }}}}"]
+  order:
+    target: orderUpdate
+    arguments: ["{{{{ params.id }}}}", "{{{{ state }}}}"]
+  chat:
+    target: chat
+    arguments: ["{{{{ user }}}}", "{{{{ args[1] }}}}"]
+routes:
+  status:
+    path: /api/status
+    hub: notifications
+    template: status
+    retain: true
+    auth: {{ api_key: {KEY} }}
+  order:
+    path: /api/orders/{{id}}
+    hub: notifications
+    template: order
+    to: {{ group: "orders-{{{{ params.id }}}}" }}
+    auth: {{ api_key: {KEY} }}
+events:
+  notifications:
+    connected: {{ send_retained: true }}
+    methods:
+      ack:   {{ ack: true }}
+      join:  {{ join_group: "orders-*" }}
+      leave: {{ leave_group: "orders-*" }}
+      say:   {{ relay: {{ template: chat, to: {{ group: "{{{{ args[0] }}}}" }} }} }}
+"#
+    )
+}
+
+fn js_client(args: &[&str]) -> support::ClientProcess {
+    let dir = support::clients_dir();
+    assert!(
+        dir.join("node_modules/@microsoft/signalr").exists(),
+        "the JS clients are not installed: run `npm ci` in tests/clients (scripts/test does)"
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(dir.join("invoke.js")).args(args);
+    support::ClientProcess::spawn(cmd, format!("invoke.js {}", args.join(" ")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_js_client_gets_retained_status_acks_groups_relays_and_presence() {
+    let daemon = Daemon::start(&embedded_config(), &[]);
+    let http = reqwest::Client::new();
+    let t = Duration::from_secs(20);
+
+    let posted: Value = http
+        .post(daemon.url("/api/status"))
+        .header("x-api-key", KEY)
+        .json(&json!({"status": "degraded"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = posted["id"].as_str().unwrap().to_string();
+    // Wait until the broadcast itself was delivered (it is then in the hub's history), so
+    // the only way the client can see it is the retained status on connect.
+    let deadline = std::time::Instant::now() + t;
+    loop {
+        let h: Value = http
+            .get(daemon.url("/api/notifications/history"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never delivered: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let url = daemon.url("/api");
+    let ack = format!("ack={}", json!([id]));
+    let mut client = tokio::task::spawn_blocking(move || {
+        js_client(&[
+            "--url", &url, "--header", "x-user=alice",
+            "--target", "statusUpdate", "--target", "chat", "--target", "orderUpdate",
+            "--invoke", &ack,
+            "--invoke", r#"join=["orders-1"]"#,
+            "--invoke", r#"join=["admins"]"#,
+            "--invoke", r#"say=["orders-1","hi"]"#,
+            "--invoke", r#"nope=[]"#,
+        ])
+    })
+    .await
+    .unwrap();
+    let connection = tokio::task::block_in_place(|| client.connected()).expect("connection id");
+    tokio::task::block_in_place(|| {
+        client.wait_for(t, |v| v["event"] == "invoked");
+    });
+    let seen = client.seen.clone();
+    // The retained status is the first message, right after connecting.
+    let first = seen.iter().find(|v| v["event"] == "message").expect("a message");
+    assert_eq!(first["target"], "statusUpdate", "{seen:#?}");
+    assert_eq!(first["args"], json!(["degraded"]));
+    let outcome = |method: &str| -> Vec<&Value> {
+        seen.iter()
+            .filter(|v| v["method"] == method && (v["event"] == "result" || v["event"] == "refused"))
+            .collect()
+    };
+    assert_eq!(outcome("ack")[0]["event"], "result", "{seen:#?}");
+    let joins = outcome("join");
+    assert_eq!(joins[0]["event"], "result", "{seen:#?}");
+    assert_eq!(joins[1]["event"], "refused", "{seen:#?}");
+    assert!(
+        joins[1]["error"].as_str().unwrap().contains("group `admins` is not allowed"),
+        "{seen:#?}"
+    );
+    assert_eq!(outcome("say")[0]["event"], "result", "{seen:#?}");
+    let nope = outcome("nope");
+    assert!(
+        nope[0]["error"].as_str().unwrap().contains("method `nope` is not configured"),
+        "{seen:#?}"
+    );
+
+    // The relay reached the group the client joined.
+    let chat = tokio::task::block_in_place(|| client.message("chat", t));
+    assert_eq!(chat["args"], json!(["alice", "hi"]));
+    // A group message from a route reaches it too.
+    let r = http
+        .post(daemon.url("/api/orders/1"))
+        .header("x-api-key", KEY)
+        .json(&json!({"state": "shipped"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let order = tokio::task::block_in_place(|| client.message("orderUpdate", t));
+    assert_eq!(order["args"], json!(["1", "shipped"]));
+
+    // The ack is visible, with the client's connection and user.
+    let acks: Value = http
+        .get(daemon.url(&format!("/api/messages/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(acks["acks"][0]["connection"], connection.as_str(), "{acks}");
+    assert_eq!(acks["acks"][0]["user"], "alice", "{acks}");
+
+    // Presence shows the connection.
+    let p: Value = http
+        .get(daemon.url("/api/notifications/presence?user=alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["connections"], 1, "{p}");
+    assert_eq!(p["users"], 1, "{p}");
+    assert_eq!(p["user"]["connected"], true, "{p}");
+}

@@ -85,9 +85,12 @@ pub async fn connect(
             options.header_read_timeout = timeouts.header_read;
             options.idle_timeout = timeouts.idle;
             options.max_connections = *max_connections;
+            // Client events (connected, disconnected, invocations) go to the daemon's own
+            // upstream endpoint, as Azure's upstream setting would send them.
             if let Some(addr) = daemon {
                 let url = self_upstream_url(addr);
                 tracing::debug!(%url, "embedded service upstream: client events go to the daemon");
+                options.upstreams = vec![crate::signalr::upstream::UpstreamTemplate::all(url)];
             }
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
