@@ -48,6 +48,7 @@ events:
       leave: {{ leave_group: "orders-*" }}
       mine:  {{ join_group: "mine-{{{{ user }}}}" }}
       say:   {{ relay: {{ template: chat, to: {{ group: "{{{{ args[0] }}}}" }} }} }}
+      shout: {{ relay: {{ template: chat }}, rate_limit: {{ requests: 1, per: 1m }} }}
 "#
     )
 }
@@ -143,7 +144,10 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
     let recorder = Recorder::start().await;
     let daemon = Daemon::start(
         &config(),
-        &[("AzureSignalRConnectionString", &recorder.connection_string())],
+        &[(
+            "AzureSignalRConnectionString",
+            &recorder.connection_string(),
+        )],
     );
     let up = Up {
         daemon: &daemon,
@@ -168,7 +172,13 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
 
     // Wrong key, missing signature, another connection's signature: 401, nothing sent.
     let bad = up
-        .request("c1", Some("alice"), "connections", "connected", "not-the-key")
+        .request(
+            "c1",
+            Some("alice"),
+            "connections",
+            "connected",
+            "not-the-key",
+        )
         .body(r#"{"type":10}"#)
         .send()
         .await
@@ -196,7 +206,11 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(other.status(), 401, "a signature is bound to its connection id");
+    assert_eq!(
+        other.status(),
+        401,
+        "a signature is bound to its connection id"
+    );
     assert_eq!(recorder.sends().len(), 1, "a refused event sends nothing");
 
     // connected: the retained status goes to that connection before the answer.
@@ -204,7 +218,11 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
     let sends = recorder.sends();
     assert_eq!(sends.len(), 2, "{sends:?}");
     let to_c1 = &sends[1];
-    assert!(to_c1.path.contains("/hubs/notifications/connections/c1"), "{}", to_c1.path);
+    assert!(
+        to_c1.path.contains("/hubs/notifications/connections/c1"),
+        "{}",
+        to_c1.path
+    );
     assert_eq!(to_c1.json()["target"], "statusUpdate");
     assert_eq!(to_c1.json()["arguments"], json!(["degraded"]));
 
@@ -252,21 +270,40 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
     );
 
     // join / leave: REST group calls for the connection when the pattern allows the group.
-    let joined = value_of(up.invoke("c1", Some("alice"), "join", json!(["orders-7"])).await);
+    let joined = value_of(
+        up.invoke("c1", Some("alice"), "join", json!(["orders-7"]))
+            .await,
+    );
     assert_eq!(joined["group"], "orders-7");
     let sends = recorder.sends();
     let last = sends.last().unwrap();
     assert_eq!(last.method, "PUT");
-    assert!(last.path.contains("/groups/orders-7/connections/c1"), "{}", last.path);
-    let refused = error_of(up.invoke("c1", Some("alice"), "join", json!(["admins"])).await);
+    assert!(
+        last.path.contains("/groups/orders-7/connections/c1"),
+        "{}",
+        last.path
+    );
+    let refused = error_of(
+        up.invoke("c1", Some("alice"), "join", json!(["admins"]))
+            .await,
+    );
     assert_eq!(refused, "group `admins` is not allowed");
-    value_of(up.invoke("c1", Some("alice"), "leave", json!(["orders-7"])).await);
+    value_of(
+        up.invoke("c1", Some("alice"), "leave", json!(["orders-7"]))
+            .await,
+    );
     assert_eq!(recorder.sends().last().unwrap().method, "DELETE");
 
     // `mine-{{ user }}`: only the caller's own group; never for anonymous callers.
-    value_of(up.invoke("c1", Some("alice"), "mine", json!(["mine-alice"])).await);
+    value_of(
+        up.invoke("c1", Some("alice"), "mine", json!(["mine-alice"]))
+            .await,
+    );
     let count = recorder.sends().len();
-    error_of(up.invoke("c1", Some("alice"), "mine", json!(["mine-bob"])).await);
+    error_of(
+        up.invoke("c1", Some("alice"), "mine", json!(["mine-bob"]))
+            .await,
+    );
     error_of(up.invoke("c9", None, "mine", json!(["mine-"])).await);
     assert_eq!(recorder.sends().len(), count, "refusals send nothing");
 
@@ -275,13 +312,30 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
     assert_eq!(nope, "method `nope` is not configured");
 
     // relay: rendered with args and user, sent to the group through the outbox.
-    let relayed = value_of(up.invoke("c1", Some("alice"), "say", json!(["orders-7", "hi"])).await);
+    let relayed = value_of(
+        up.invoke("c1", Some("alice"), "say", json!(["orders-7", "hi"]))
+            .await,
+    );
     assert!(relayed["id"].is_string());
     let sends = recorder.wait_for(count + 1, t).await;
     let chat = sends.last().unwrap();
     assert!(chat.path.contains("/groups/orders-7"), "{}", chat.path);
     assert_eq!(chat.json()["target"], "chat");
     assert_eq!(chat.json()["arguments"], json!(["alice", "hi"]));
+
+    // Rate limits work per method, as for routes: the second shout in the minute is refused.
+    value_of(
+        up.invoke("c1", Some("alice"), "shout", json!(["x", "hey"]))
+            .await,
+    );
+    let limited = error_of(
+        up.invoke("c1", Some("alice"), "shout", json!(["x", "hey"]))
+            .await,
+    );
+    assert!(
+        limited.contains("method `shout` is over its rate limit"),
+        "{limited}"
+    );
 
     // MessagePack invocations get a MessagePack Completion.
     let mp = msgpack::encode(&HubMessage::Invocation {
@@ -322,7 +376,11 @@ async fn azure_upstream_requests_are_verified_and_answered_with_completions() {
         }
     };
     let p = presence(&daemon).await;
-    assert_eq!((p["connections"].as_u64(), p["users"].as_u64()), (Some(3), Some(1)), "{p}");
+    assert_eq!(
+        (p["connections"].as_u64(), p["users"].as_u64()),
+        (Some(3), Some(1)),
+        "{p}"
+    );
     let gone = up
         .request("c3", None, "connections", "disconnected", ACCESS_KEY)
         .body(r#"{"Type":11,"Error":null}"#)
@@ -433,13 +491,26 @@ async fn the_official_js_client_gets_retained_status_acks_groups_relays_and_pres
     let ack = format!("ack={}", json!([id]));
     let mut client = tokio::task::spawn_blocking(move || {
         js_client(&[
-            "--url", &url, "--header", "x-user=alice",
-            "--target", "statusUpdate", "--target", "chat", "--target", "orderUpdate",
-            "--invoke", &ack,
-            "--invoke", r#"join=["orders-1"]"#,
-            "--invoke", r#"join=["admins"]"#,
-            "--invoke", r#"say=["orders-1","hi"]"#,
-            "--invoke", r#"nope=[]"#,
+            "--url",
+            &url,
+            "--header",
+            "x-user=alice",
+            "--target",
+            "statusUpdate",
+            "--target",
+            "chat",
+            "--target",
+            "orderUpdate",
+            "--invoke",
+            &ack,
+            "--invoke",
+            r#"join=["orders-1"]"#,
+            "--invoke",
+            r#"join=["admins"]"#,
+            "--invoke",
+            r#"say=["orders-1","hi"]"#,
+            "--invoke",
+            r#"nope=[]"#,
         ])
     })
     .await
@@ -450,12 +521,17 @@ async fn the_official_js_client_gets_retained_status_acks_groups_relays_and_pres
     });
     let seen = client.seen.clone();
     // The retained status is the first message, right after connecting.
-    let first = seen.iter().find(|v| v["event"] == "message").expect("a message");
+    let first = seen
+        .iter()
+        .find(|v| v["event"] == "message")
+        .expect("a message");
     assert_eq!(first["target"], "statusUpdate", "{seen:#?}");
     assert_eq!(first["args"], json!(["degraded"]));
     let outcome = |method: &str| -> Vec<&Value> {
         seen.iter()
-            .filter(|v| v["method"] == method && (v["event"] == "result" || v["event"] == "refused"))
+            .filter(|v| {
+                v["method"] == method && (v["event"] == "result" || v["event"] == "refused")
+            })
             .collect()
     };
     assert_eq!(outcome("ack")[0]["event"], "result", "{seen:#?}");
@@ -463,13 +539,19 @@ async fn the_official_js_client_gets_retained_status_acks_groups_relays_and_pres
     assert_eq!(joins[0]["event"], "result", "{seen:#?}");
     assert_eq!(joins[1]["event"], "refused", "{seen:#?}");
     assert!(
-        joins[1]["error"].as_str().unwrap().contains("group `admins` is not allowed"),
+        joins[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("group `admins` is not allowed"),
         "{seen:#?}"
     );
     assert_eq!(outcome("say")[0]["event"], "result", "{seen:#?}");
     let nope = outcome("nope");
     assert!(
-        nope[0]["error"].as_str().unwrap().contains("method `nope` is not configured"),
+        nope[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("method `nope` is not configured"),
         "{seen:#?}"
     );
 

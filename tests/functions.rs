@@ -668,7 +668,11 @@ async fn signalr_trigger_invocations_run_the_same_actions() {
     assert_eq!(answer["ReturnValue"]["group"], "orders-7");
     let sends = rec.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(sends[0].method, "PUT");
-    assert!(sends[0].path.contains("/groups/orders-7/connections/c1"), "{}", sends[0].path);
+    assert!(
+        sends[0].path.contains("/groups/orders-7/connections/c1"),
+        "{}",
+        sends[0].path
+    );
 
     // A refusal fails the invocation, with the reason in the log.
     let (status, answer) = invoke(
@@ -690,7 +694,11 @@ async fn signalr_trigger_invocations_run_the_same_actions() {
     .await;
     assert_eq!(status, 200, "{answer}");
     let sends = rec.wait_for(2, Duration::from_secs(10)).await;
-    assert!(sends[1].path.contains("/groups/orders-7"), "{}", sends[1].path);
+    assert!(
+        sends[1].path.contains("/groups/orders-7"),
+        "{}",
+        sends[1].path
+    );
     assert_eq!(sends[1].json()["arguments"], json!(["hi"]));
 
     let (status, answer) = invoke(&d, "method-notifications-join", &json!({"Data": {}})).await;

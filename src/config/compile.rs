@@ -22,16 +22,16 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use super::diagnostic::{ConfigErrors, Diagnostic};
 use super::keypath::KeyPath;
 use super::model::{
-    ApiVersionSetting, EventsSection, HistorySection, MethodSection, HubSection, JwtSection, LogFormat, RateLimitSection,
-    RawConfig, RouteAuthSection, RouteSection, ScheduleSection, SynchronousSetting,
-    TemplateSection, ToSection, UserIdSection,
+    ApiVersionSetting, EventsSection, HistorySection, HubSection, JwtSection, LogFormat,
+    MethodSection, RateLimitSection, RawConfig, RouteAuthSection, RouteSection, ScheduleSection,
+    SynchronousSetting, TemplateSection, ToSection, UserIdSection,
 };
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    Config, EndpointTable, EventAction, EventMethod, FunctionsConfig, GroupPattern, HubEvents, HttpConfig, Hub, JwtRule, ListenerTimeouts,
-    LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule, Secret, SignalrConfig,
-    StateConfig, ToTemplate, UserIdRule, UserIdSource,
+    Config, EndpointTable, EventAction, EventMethod, FunctionsConfig, GroupPattern, HttpConfig,
+    Hub, HubEvents, JwtRule, ListenerTimeouts, LoggingConfig, MessageTemplate, RateLimit, Route,
+    RouteAuth, Schedule, Secret, SignalrConfig, StateConfig, ToTemplate, UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -890,10 +890,10 @@ fn events(
             cx.err_key(&at, msg);
             continue;
         }
-        if let Ok(e) = hub_events(cx, &at, hub, section, templates) {
-            if hubs.contains_key(hub) {
-                out.insert(hub.to_ascii_lowercase(), e);
-            }
+        if let Ok(e) = hub_events(cx, &at, hub, section, templates)
+            && hubs.contains_key(hub)
+        {
+            out.insert(hub.to_ascii_lowercase(), e);
         }
     }
     out
@@ -921,7 +921,9 @@ fn hub_events(
                 if methods.insert(name.to_ascii_lowercase(), method).is_some() {
                     cx.err_key(
                         &at,
-                        format!("method `{name}` is defined twice (names compare case-insensitively)"),
+                        format!(
+                            "method `{name}` is defined twice (names compare case-insensitively)"
+                        ),
                     );
                     failed = true;
                 }
@@ -955,10 +957,9 @@ fn event_method(
     };
     let action = match (&m.ack, &m.join_group, &m.leave_group, &m.relay) {
         (Some(true), None, None, None) => Ok(EventAction::Ack),
-        (Some(false), None, None, None) => Err(cx.err(
-            &at.child("ack"),
-            "write `ack: true`, or remove the method",
-        )),
+        (Some(false), None, None, None) => {
+            Err(cx.err(&at.child("ack"), "write `ack: true`, or remove the method"))
+        }
         (None, Some(p), None, None) => pattern(cx, "join_group", p).map(EventAction::JoinGroup),
         (None, None, Some(p), None) => pattern(cx, "leave_group", p).map(EventAction::LeaveGroup),
         (None, None, None, Some(relay)) => {
@@ -966,13 +967,18 @@ fn event_method(
             let template = resolve_template(cx, &at, &relay.template, templates);
             let to = compile_to(cx, &at, relay.to.as_ref());
             match (template, to) {
-                (Ok(template), Ok(to)) => Ok(EventAction::Relay { template, to }),
+                (Ok(template), Ok(to)) => Ok(EventAction::Relay {
+                    template,
+                    to: to.map(Box::new),
+                }),
                 _ => Err(Reported),
             }
         }
         _ => Err(cx.err(
             at,
-            format!("method `{name}` needs exactly one of `ack`, `join_group`, `leave_group` or `relay`"),
+            format!(
+                "method `{name}` needs exactly one of `ack`, `join_group`, `leave_group` or `relay`"
+            ),
         )),
     };
     Ok(EventMethod {

@@ -104,9 +104,11 @@ impl Config {
 
     /// The hub named `name`, compared case-insensitively.
     pub fn hub_named(&self, name: &str) -> Option<&Hub> {
-        self.hubs
-            .get(name)
-            .or_else(|| self.hubs.values().find(|h| h.name.eq_ignore_ascii_case(name)))
+        self.hubs.get(name).or_else(|| {
+            self.hubs
+                .values()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+        })
     }
 }
 
@@ -149,7 +151,8 @@ pub enum EventAction {
     /// Render the template with the invocation and send it through the outbox.
     Relay {
         template: Arc<MessageTemplate>,
-        to: Option<ToTemplate>,
+        /// Boxed: a compiled recipient is large beside the other actions.
+        to: Option<Box<ToTemplate>>,
     },
 }
 
@@ -239,12 +242,19 @@ impl GroupPattern {
         let mut segments: Vec<String> = vec![String::new()];
         for part in &self.parts {
             match part {
-                PatternPart::Literal(l) => segments.last_mut().into_iter().for_each(|s| s.push_str(l)),
-                PatternPart::User => segments.last_mut().into_iter().for_each(|s| s.push_str(user)),
+                PatternPart::Literal(l) => {
+                    segments.last_mut().into_iter().for_each(|s| s.push_str(l))
+                }
+                PatternPart::User => segments
+                    .last_mut()
+                    .into_iter()
+                    .for_each(|s| s.push_str(user)),
                 PatternPart::Star => segments.push(String::new()),
             }
         }
-        let (first, rest) = segments.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+        let (first, rest) = segments
+            .split_first()
+            .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
         let Some(mut tail) = group.strip_prefix(first) else {
             return false;
         };

@@ -554,7 +554,10 @@ events:
     };
     assert!(mine.matches("orders-alice", Some("alice")));
     assert!(!mine.matches("orders-bob", Some("alice")));
-    assert!(!mine.matches("orders-", None), "anonymous callers have no own group");
+    assert!(
+        !mine.matches("orders-", None),
+        "anonymous callers have no own group"
+    );
     let say = e.method("say").unwrap();
     assert!(matches!(say.action, EventAction::Relay { .. }));
     assert!(say.rate_limit.is_some());

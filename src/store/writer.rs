@@ -38,7 +38,10 @@ pub(super) enum Command {
 enum Answer {
     Accepted(Reply<Accepted>, Result<Accepted, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
-    Ack(Reply<super::AckOutcome>, Result<super::AckOutcome, StoreError>),
+    Ack(
+        Reply<super::AckOutcome>,
+        Result<super::AckOutcome, StoreError>,
+    ),
 }
 
 impl Answer {

@@ -16,7 +16,7 @@ use crate::config::{Config, EventAction, EventMethod, GroupPattern, HubEvents, r
 use crate::daemon::http::rate_limit::RateLimiters;
 use crate::message::{Message, Recipient};
 use crate::signalr::rest::RestClient;
-use crate::store::{Accept, AckOutcome, Accepted, NewAck, NewMessage};
+use crate::store::{Accept, Accepted, AckOutcome, NewAck, NewMessage};
 use crate::telemetry::metrics as m;
 
 pub use presence::Presence;
@@ -167,12 +167,13 @@ impl Events {
                 let hub = cfg
                     .hub_named(&caller.hub)
                     .map_or(caller.hub.clone(), |h| h.name.clone());
-                let message = render_message(&hub, template, to.as_ref(), &vars).map_err(|e| {
-                    refuse(format!(
-                        "method `{}`: the arguments do not fit template `{}`: {e}",
-                        method.name, template.name
-                    ))
-                })?;
+                let message =
+                    render_message(&hub, template, to.as_deref(), &vars).map_err(|e| {
+                        refuse(format!(
+                            "method `{}`: the arguments do not fit template `{}`: {e}",
+                            method.name, template.name
+                        ))
+                    })?;
                 crate::signalr::rest::check_sendable(&message)
                     .map_err(|e| refuse(format!("method `{}`: {e}", method.name)))?;
                 let source = format!("event:{}.{}", events_hub(cfg, caller), method.name);
@@ -189,7 +190,9 @@ impl Events {
                 Ok(()) => Ok(json!({ "id": id })),
                 Err(error) => {
                     tracing::warn!(%error, %source, "relayed message not sent");
-                    Err(refuse("the SignalR service did not take the message; retry later"))
+                    Err(refuse(
+                        "the SignalR service did not take the message; retry later",
+                    ))
                 }
             };
         };
@@ -293,7 +296,8 @@ fn group_argument(
             method.name
         )));
     };
-    if crate::signalr::names::group(group).is_err() || !pattern.matches(group, caller.user.as_deref())
+    if crate::signalr::names::group(group).is_err()
+        || !pattern.matches(group, caller.user.as_deref())
     {
         return Err(refuse(format!("group `{group}` is not allowed")));
     }

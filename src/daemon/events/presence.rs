@@ -34,14 +34,23 @@ pub struct Counts {
 
 impl Presence {
     pub fn connected(&self, caller: &Caller) {
-        let mut hubs = self.hubs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut hubs = self
+            .hubs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         hubs.entry(caller.hub.to_ascii_lowercase())
             .or_default()
-            .insert(caller.connection.clone(), caller.user.clone().filter(|u| !u.is_empty()));
+            .insert(
+                caller.connection.clone(),
+                caller.user.clone().filter(|u| !u.is_empty()),
+            );
     }
 
     pub fn disconnected(&self, caller: &Caller) {
-        let mut hubs = self.hubs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut hubs = self
+            .hubs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let hub = caller.hub.to_ascii_lowercase();
         if let Some(connections) = hubs.get_mut(&hub) {
             connections.remove(&caller.connection);
@@ -53,7 +62,10 @@ impl Presence {
 
     /// Connections and distinct users of `hub`.
     pub fn counts(&self, hub: &str) -> Counts {
-        let hubs = self.hubs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hubs = self
+            .hubs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(connections) = hubs.get(&hub.to_ascii_lowercase()) else {
             return Counts::default();
         };
@@ -66,7 +78,10 @@ impl Presence {
 
     /// Whether `user` has a connection to `hub` (as far as the events say).
     pub fn user_connected(&self, hub: &str, user: &str) -> bool {
-        let hubs = self.hubs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hubs = self
+            .hubs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         hubs.get(&hub.to_ascii_lowercase())
             .is_some_and(|c| c.values().any(|u| u.as_deref() == Some(user)))
     }
@@ -109,10 +124,14 @@ pub async fn presence(
         body["user"] = json!({ "id": user, "connected": connected });
     }
     if let Some(group) = query.group.filter(|g| !g.is_empty()) {
-        let connected = state.rest.group_exists(&hub.name, &group).await.map_err(|error| {
-            tracing::warn!(%error, "presence: group check failed");
-            ApiError::unavailable("the SignalR service did not answer the group check")
-        })?;
+        let connected = state
+            .rest
+            .group_exists(&hub.name, &group)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "presence: group check failed");
+                ApiError::unavailable("the SignalR service did not answer the group check")
+            })?;
         body["group"] = json!({ "name": group, "connected": connected });
     }
     Ok(Json::<Value>(body).into_response())

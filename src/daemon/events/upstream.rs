@@ -206,10 +206,19 @@ mod tests {
             Err(super::super::Refusal("group `x` is not allowed".into())),
         );
         let text = String::from_utf8(refused).unwrap();
-        assert!(text.contains("\"error\":\"group `x` is not allowed\""), "{text}");
-        let mp = completion_bytes(Protocol::MessagePack, "9".into(), Ok(serde_json::json!("a")));
+        assert!(
+            text.contains("\"error\":\"group `x` is not allowed\""),
+            "{text}"
+        );
+        let mp = completion_bytes(
+            Protocol::MessagePack,
+            "9".into(),
+            Ok(serde_json::json!("a")),
+        );
         let back = msgpack::decode_frame(&mp).unwrap();
-        assert!(matches!(&back[0], HubMessage::Completion { invocation_id, .. } if invocation_id == "9"));
+        assert!(
+            matches!(&back[0], HubMessage::Completion { invocation_id, .. } if invocation_id == "9")
+        );
     }
 
     #[test]

@@ -129,7 +129,11 @@ impl HandlerState {
         };
         let events = match &endpoint {
             Some(endpoint) if !cfg.events.is_empty() => {
-                let dir = cfg.state.dir.clone().unwrap_or_else(crate::state::state_dir);
+                let dir = cfg
+                    .state
+                    .dir
+                    .clone()
+                    .unwrap_or_else(crate::state::state_dir);
                 Some(crate::daemon::events::Events {
                     rest: RestClient::new(endpoint.clone(), crate::daemon::rest_options(&cfg))?,
                     store: crate::store::Store::open(&dir, cfg.state.synchronous)?,
@@ -469,11 +473,17 @@ async fn client_event(
 ) -> (StatusCode, Value) {
     let mut logs = Vec::new();
     let Some(events) = &state.inner.events else {
-        logs.push("client events need the SignalR connection string (AzureSignalRConnectionString)".to_string());
+        logs.push(
+            "client events need the SignalR connection string (AzureSignalRConnectionString)"
+                .to_string(),
+        );
         return (StatusCode::INTERNAL_SERVER_ERROR, answer(Map::new(), logs));
     };
     let Some(context) = invocation.data().and_then(|d| d.invocation.as_ref()) else {
-        logs.push(format!("the invocation has no Data.{}", binding::INVOCATION));
+        logs.push(format!(
+            "the invocation has no Data.{}",
+            binding::INVOCATION
+        ));
         return (StatusCode::BAD_REQUEST, answer(Map::new(), logs));
     };
     let Some(connection) = context.connection_id.clone().filter(|c| !c.is_empty()) else {

@@ -160,7 +160,9 @@ pub fn function_json(cfg: &Config, def: &FunctionDef) -> Value {
             }
             None => Vec::new(),
         },
-        FunctionKind::Connected { hub } => vec![signalr_trigger(hub, "connections", "connected", &[])],
+        FunctionKind::Connected { hub } => {
+            vec![signalr_trigger(hub, "connections", "connected", &[])]
+        }
         FunctionKind::Method { hub, method } => {
             let parameters: &[&str] = match cfg.events_of(hub).and_then(|e| e.method(method)) {
                 Some(m) => match &m.action {

@@ -28,8 +28,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::EndpointMatch;
-use crate::daemon::events;
 use crate::config::live::LiveConfig;
+use crate::daemon::events;
 use crate::daemon::reload::ReloadLog;
 use crate::signalr::rest::RestClient;
 use error::ApiError;
