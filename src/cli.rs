@@ -105,6 +105,18 @@ pub enum Command {
         /// Access key for tokens (generated when absent).
         #[arg(long, env = "HERALD_ACCESS_KEY")]
         access_key: Option<String>,
+        /// Serverless upstream, as Azure's upstream settings (repeatable; the first match
+        /// wins): `URL_TEMPLATE[;hub=P][;category=P][;event=P]`. The URL may hold `{hub}`,
+        /// `{category}` and `{event}`; each pattern is `*` (the default), a name or a
+        /// comma-separated list. Example:
+        /// `--upstream 'http://localhost:7071/runtime/webhooks/signalr;category=messages'`.
+        /// Connected/disconnected events and client invocations are POSTed with the
+        /// X-ASRS-* headers; without one, client invocations are refused.
+        #[arg(
+            long = "upstream",
+            value_name = "URL_TEMPLATE[;hub=P][;category=P][;event=P]"
+        )]
+        upstreams: Vec<String>,
     },
     /// Azure Functions custom-handler app generation.
     Functions {
@@ -187,7 +199,11 @@ pub fn run(cli: Cli) -> Outcome {
             user.as_deref(),
             ttl.as_deref(),
         ),
-        Command::Service { listen, access_key } => service(&listen, access_key),
+        Command::Service {
+            listen,
+            access_key,
+            upstreams,
+        } => service(&listen, access_key, &upstreams),
         Command::Functions {
             command: FunctionsCommand::Init { config, dir },
         } => functions_init(&config.config, &dir),
@@ -435,8 +451,49 @@ fn token(path: &Path, hub: Option<&str>, user: Option<&str>, ttl: Option<&str>) 
     }
 }
 
+/// One `--upstream`: `URL_TEMPLATE[;hub=P][;category=P][;event=P]` (patterns default `*`).
+fn parse_upstream(text: &str) -> Result<crate::signalr::upstream::UpstreamTemplate, String> {
+    let mut parts = text.split(';');
+    let url = parts.next().unwrap_or("").trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("the URL template must start with http:// or https://".into());
+    }
+    let mut template = crate::signalr::upstream::UpstreamTemplate::all(url);
+    for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, pattern)) = part.split_once('=') else {
+            return Err(format!("`{part}` is not key=pattern"));
+        };
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            return Err(format!("`{key}` has an empty pattern"));
+        }
+        let slot = match key.trim() {
+            "hub" => &mut template.hub_pattern,
+            "category" => &mut template.category_pattern,
+            "event" => &mut template.event_pattern,
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (expected hub, category or event)"
+                ));
+            }
+        };
+        *slot = pattern.to_string();
+    }
+    Ok(template)
+}
+
 /// `herald service`.
-fn service(listen: &str, access_key: Option<String>) -> Outcome {
+fn service(listen: &str, access_key: Option<String>, upstreams: &[String]) -> Outcome {
+    let mut templates = Vec::new();
+    for text in upstreams {
+        match parse_upstream(text) {
+            Ok(template) => templates.push(template),
+            Err(e) => {
+                eprintln!("herald service: invalid --upstream `{text}`: {e}");
+                return Outcome::Invalid;
+            }
+        }
+    }
     let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
         eprintln!(
             "herald service: invalid --listen `{listen}`: write host:port, e.g. 127.0.0.1:8888"
@@ -454,12 +511,9 @@ fn service(listen: &str, access_key: Option<String>) -> Outcome {
     rt.block_on(async move {
         let key = access_key.unwrap_or_else(crate::state::generate_access_key);
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let handle = match Service::start(
-            ServiceOptions::new(addr, vec![key.clone()]),
-            shutdown.clone(),
-        )
-        .await
-        {
+        let mut options = ServiceOptions::new(addr, vec![key.clone()]);
+        options.upstreams = templates;
+        let handle = match Service::start(options, shutdown.clone()).await {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("herald service: {e}");
@@ -657,4 +711,32 @@ pub fn summary(cfg: &Config) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_upstream;
+
+    #[test]
+    fn upstream_flags_take_a_url_and_optional_patterns() {
+        let t = parse_upstream("http://h/{hub}/{event}").expect("plain URL");
+        assert_eq!(t.url_template, "http://h/{hub}/{event}");
+        assert_eq!(
+            (
+                t.hub_pattern.as_str(),
+                t.category_pattern.as_str(),
+                t.event_pattern.as_str()
+            ),
+            ("*", "*", "*")
+        );
+        let t = parse_upstream("https://h/x; hub=chat, news ;category=messages;event=*")
+            .expect("patterns");
+        assert_eq!(t.hub_pattern, "chat, news");
+        assert_eq!(t.category_pattern, "messages");
+        assert!(t.matches("news", "messages", "send"));
+        assert!(!t.matches("news", "connections", "connected"));
+        for bad in ["h/x", "http://h;hub", "http://h;room=a", "http://h;event="] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+    }
 }

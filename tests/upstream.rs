@@ -492,3 +492,49 @@ async fn stream_invocations_are_still_refused() {
     assert_eq!(id, "s1");
     assert!(matches!(result, CompletionResult::Error(_)), "{result:?}");
 }
+
+#[tokio::test]
+async fn presence_counts_connections_users_and_transports() {
+    use herald::signalr::ServiceEndpoint;
+    use herald::signalr::rest::{ApiVersion, RestClient, RestOptions};
+
+    let svc = start().await;
+    let (_a, _) = Client::negotiated(&svc, "chat", Some("alice"), Protocol::Json).await;
+    let (_b, b) = Client::negotiated(&svc, "chat", Some("alice"), Protocol::MessagePack).await;
+    let (_other_hub, _) = Client::negotiated(&svc, "news", Some("carol"), Protocol::Json).await;
+    assert!(svc.handle.add_connection_to_group("chat", "room", &b));
+
+    for api in [ApiVersion::V2022_06_01, ApiVersion::V1] {
+        let endpoint = ServiceEndpoint::new("http://127.0.0.1", Some(svc.addr().port()), KEY)
+            .expect("endpoint");
+        let client = RestClient::new(
+            endpoint,
+            RestOptions {
+                api,
+                ..RestOptions::default()
+            },
+        )
+        .expect("client");
+        let presence = client.presence("Chat").await.expect("presence");
+        assert_eq!((presence.connections, presence.users), (2, 1), "{api}");
+        assert_eq!(presence.groups, 1);
+        assert_eq!(presence.transports.get("WebSockets"), Some(&2));
+        let empty = client.presence("quiet").await.expect("presence");
+        assert_eq!((empty.connections, empty.users, empty.groups), (0, 0, 0));
+    }
+
+    // The raw answer has at least the documented shape, and needs a REST token.
+    let body: Value = rest(&svc, Method::GET, "/api/hubs/chat/presence", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["connections"], 2);
+    assert_eq!(body["users"], 1);
+    let unauthorised = http()
+        .get(format!("{}/api/hubs/chat/presence", svc.http()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unauthorised.status(), 401);
+}

@@ -55,6 +55,7 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::message::{Message, Recipient};
 use crate::signalr::protocol::HubMessage;
+use crate::signalr::rest::Presence;
 use crate::signalr::upstream::UpstreamTemplate;
 
 pub use fanout::SendReport;
@@ -429,6 +430,24 @@ impl ServiceHandle {
             connection.close(Some(close_message(reason)));
         }
         targets.len()
+    }
+
+    /// Who is connected to `hub`: connections, distinct users, groups with a connection,
+    /// and connections per transport (the REST extension `GET /api/hubs/{hub}/presence`).
+    pub fn presence(&self, hub: &str) -> Presence {
+        let (connections, users, groups) = self.shared.registry.presence(hub);
+        let mut transports = std::collections::BTreeMap::new();
+        for connection in &connections {
+            *transports
+                .entry(connection.transport_name().to_string())
+                .or_insert(0) += 1;
+        }
+        Presence {
+            connections: connections.len(),
+            users,
+            groups,
+            transports,
+        }
     }
 
     /// Connections that completed their handshake, over all hubs.

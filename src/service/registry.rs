@@ -278,6 +278,21 @@ impl Registry {
         }
     }
 
+    /// A hub's live connections, its users with a connection, and its groups with one.
+    /// The connections are returned (not inspected) so that their own locks are never taken
+    /// under the registry's.
+    pub(crate) fn presence(&self, hub: &str) -> (Vec<Arc<Connection>>, usize, usize) {
+        let t = self.read();
+        match t.hubs.get(&hub_key(hub)) {
+            Some(h) => (
+                h.connections.values().cloned().collect(),
+                h.users.len(),
+                h.groups.len(),
+            ),
+            None => (Vec::new(), 0, 0),
+        }
+    }
+
     /// Connected connections, over all hubs.
     pub(crate) fn connected_count(&self) -> usize {
         self.read().hubs.values().map(|h| h.connections.len()).sum()

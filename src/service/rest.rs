@@ -87,7 +87,7 @@ pub(crate) async fn api(
     body: Bytes,
 ) -> Response {
     match handle(&shared, &method, &uri, &headers, &body) {
-        Ok(status) => status.into_response(),
+        Ok(reply) => reply,
         Err(error) => error.into_response(),
     }
 }
@@ -151,6 +151,8 @@ enum Operation<'a> {
         group: &'a str,
     },
     RemoveUserFromAllGroups(&'a str),
+    /// `GET presence`: a herald extension (not in Azure's API).
+    Presence,
 }
 
 /// In the short alias `users/{user}` (POST), an action segment in the name's place means
@@ -209,6 +211,7 @@ fn operation<'a>(method: &Method, rest: &[&'a str]) -> Option<Operation<'a>> {
             }
         }
         (Method::DELETE, ["users", user, "groups"]) => Op::RemoveUserFromAllGroups(user),
+        (_, ["presence"]) if read => Op::Presence,
         _ => return None,
     };
     Some(op)
@@ -235,6 +238,7 @@ impl Operation<'_> {
                 group, connection, ..
             } => names::group(group).and_then(|()| names::connection(connection)),
             Op::UserExists(u) | Op::RemoveUserFromAllGroups(u) => names::user(u),
+            Op::Presence => Ok(()),
             Op::UserGroup { user, group, .. } => {
                 names::user(user).and_then(|()| names::group(group))
             }
@@ -249,7 +253,7 @@ fn handle(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<StatusCode, RestFailure> {
+) -> Result<Response, RestFailure> {
     let segments = segments(uri.path());
     let (api, segments) = match segments.split_first() {
         Some((first, rest)) if first == "v1" => (Api::V1, rest),
@@ -258,7 +262,7 @@ fn handle(
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
 
     if read_method(method) && without_trailing_slash(&segments) == ["health"] {
-        return Ok(StatusCode::OK);
+        return Ok(StatusCode::OK.into_response());
     }
     if let Err(error) = auth::rest(shared, headers, uri) {
         return Err(RestFailure {
@@ -296,7 +300,8 @@ fn handle(
     };
 
     use Operation as Op;
-    match operation {
+    let status = match operation {
+        Op::Presence => return Ok(axum::Json(handle.presence(&hub)).into_response()),
         Op::Send(target) => {
             let (target_name, arguments) = payload(headers, body)?;
             // Exactly once: a repeated message id is accepted but not fanned out again.
@@ -308,7 +313,7 @@ fn handle(
             {
                 service_metrics::dropped(DropReason::Duplicate);
                 tracing::debug!(hub = %hub, message_id = id, "REST send repeats a message id: not delivered again");
-                return Ok(StatusCode::ACCEPTED);
+                return Ok(StatusCode::ACCEPTED.into_response());
             }
             // `excluded` applies to hub-wide and group sends only (as in Azure).
             let excluded = match target {
@@ -426,7 +431,8 @@ fn handle(
             handle.remove_user_from_all_groups(&hub, user);
             Ok(by_api(StatusCode::NO_CONTENT, StatusCode::OK))
         }
-    }
+    };
+    status.map(IntoResponse::into_response)
 }
 
 fn read_method(m: &Method) -> bool {

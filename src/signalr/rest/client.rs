@@ -4,6 +4,7 @@
 //! the final answer becomes `Ok` or a `RestError`. Owns the 1 MB body check and the
 //! per-request timeout.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,11 +114,30 @@ impl Call {
     }
 }
 
+/// Who is connected to a hub, as the embedded service's `GET /api/hubs/{hub}/presence`
+/// answers it (a herald extension: Azure SignalR Service has no such operation; there the
+/// daemon counts `connected`/`disconnected` upstream events instead).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Presence {
+    /// Connections that completed their handshake.
+    pub connections: usize,
+    /// Distinct users among them (connections without a user are not counted).
+    pub users: usize,
+    /// Groups with at least one live connection.
+    #[serde(default)]
+    pub groups: usize,
+    /// Connections by transport (`WebSockets`, `ServerSentEvents`, `LongPolling`).
+    #[serde(default)]
+    pub transports: BTreeMap<String, usize>,
+}
+
 /// What the service finally answered (2xx, or an error status after retries ran out).
 struct Answer {
     status: StatusCode,
     error_code: Option<String>,
     body: String,
+    /// A success body, kept for GET calls only (presence).
+    content: Bytes,
     /// `Retry-After`, kept for the error so callers can pass the service's wish on.
     retry_after: Option<Duration>,
 }
@@ -314,6 +334,24 @@ impl RestClient {
         self.execute(&call).await?.exists(&call)
     }
 
+    /// Connection, user and group counts of a hub: `GET {hub}/presence`. Only herald's
+    /// embedded service has it (Azure answers 404, an `Err` with that status).
+    pub async fn presence(&self, hub: &str) -> Result<Presence, RestError> {
+        let call = Call::new("presence", Method::GET, self.api().presence(hub)?);
+        let answer = self.execute(&call).await?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error(&call));
+        }
+        serde_json::from_slice(&answer.content).map_err(|e| RestError::Status {
+            method: call.method.clone(),
+            path: call.path.clone(),
+            status: answer.status,
+            error_code: None,
+            body: format!("not a presence answer: {e}"),
+            retry_after: None,
+        })
+    }
+
     /// The service's health probe: `HEAD /api/health` (or `/api/v1/health`).
     pub async fn health(&self) -> Result<(), RestError> {
         let call = Call::new("health", Method::HEAD, self.api().health().to_string());
@@ -376,7 +414,7 @@ impl RestClient {
                 Ok(response) => {
                     let status = response.status();
                     if !retry::is_retryable_status(status) || attempt >= attempts {
-                        return Ok(Answer::read(response).await);
+                        return Ok(Answer::read(response, call.method == Method::GET).await);
                     }
                     let delay = retry::delay_after_answer(
                         response.headers(),
@@ -418,7 +456,7 @@ impl RestClient {
 impl Answer {
     /// Keep the status, the `x-ms-error-code` header and, for errors, a body excerpt. A body
     /// that cannot be read is described rather than failing the call: the status says enough.
-    async fn read(response: reqwest::Response) -> Answer {
+    async fn read(response: reqwest::Response, keep_content: bool) -> Answer {
         let status = response.status();
         let error_code = response
             .headers()
@@ -426,7 +464,22 @@ impl Answer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let retry_after = retry::retry_after(response.headers(), std::time::SystemTime::now());
+        let mut content = Bytes::new();
         let body = if status.is_success() {
+            if keep_content {
+                match response.bytes().await {
+                    Ok(bytes) => content = bytes,
+                    Err(e) => {
+                        return Answer {
+                            status,
+                            error_code,
+                            body: format!("<body unreadable: {}>", transport_kind(&e)),
+                            content,
+                            retry_after,
+                        };
+                    }
+                }
+            }
             String::new()
         } else {
             match response.text().await {
@@ -438,6 +491,7 @@ impl Answer {
             status,
             error_code,
             body,
+            content,
             retry_after,
         }
     }

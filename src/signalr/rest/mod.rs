@@ -19,7 +19,7 @@ use std::time::Duration;
 /// send whose id it saw recently; Azure SignalR Service ignores unknown headers.
 pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
 
-pub use client::{RestClient, check_sendable};
+pub use client::{Presence, RestClient, check_sendable};
 pub use error::RestError;
 pub use paths::{API_VERSION_2022_06_01, ApiVersion};
 

@@ -116,6 +116,12 @@ impl ApiVersion {
         ))
     }
 
+    /// `{hub}/presence`, the same in both versions. A herald extension (the embedded
+    /// service answers it); Azure SignalR Service has no such operation and answers 404.
+    pub(crate) fn presence(self, hub: &str) -> Result<String, RestError> {
+        Ok(format!("{}/presence", self.hub(hub)?))
+    }
+
     /// Both versions agree: `groups/{group}/connections/{connection}`.
     pub(crate) fn group_connection(
         self,
