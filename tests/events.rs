@@ -594,4 +594,6 @@ async fn the_official_js_client_gets_retained_status_acks_groups_relays_and_pres
     assert_eq!(p["connections"], 1, "{p}");
     assert_eq!(p["users"], 1, "{p}");
     assert_eq!(p["user"]["connected"], true, "{p}");
+    assert_eq!(p["source"], "service", "{p}");
+    assert_eq!(p["groups"], 1, "the client joined orders-1: {p}");
 }

@@ -94,7 +94,7 @@ struct PresenceQuery {
 }
 
 /// `GET /api/{hub}/presence[?user=U][&group=G]` → `{"hub", "connections", "users",
-/// "source"}`, plus `"user": {"id", "connected"}` and `"group": {"name", "connected"}` when
+/// "source"}` (`service` or `events`; the embedded service adds `groups` and `transports`), plus `"user": {"id", "connected"}` and `"group": {"name", "connected"}` when
 /// asked (those two ask the service, which knows for sure).
 pub async fn presence(
     state: &AppState,
@@ -106,13 +106,9 @@ pub async fn presence(
     let query: PresenceQuery = axum::extract::Query::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let (counts, source) = service_counts(state, &hub.name).await;
-    let mut body = json!({
-        "hub": hub.name,
-        "connections": counts.connections,
-        "users": counts.users,
-        "source": source,
-    });
+    let (mut body, source) = service_counts(state, &hub.name).await;
+    body["hub"] = json!(hub.name);
+    body["source"] = json!(source);
     if let Some(user) = query.user.filter(|u| !u.is_empty()) {
         let connected = match state.rest.user_exists(&hub.name, &user).await {
             Ok(b) => b,
@@ -137,10 +133,32 @@ pub async fn presence(
     Ok(Json::<Value>(body).into_response())
 }
 
-/// The hub's counts: from the service when it can tell (the embedded service), else from the
-/// events herald received.
-async fn service_counts(state: &AppState, hub: &str) -> (Counts, &'static str) {
-    (state.events.presence.counts(hub), "events")
+/// The hub's counts: from the embedded service, which always knows (`RestClient::presence`);
+/// on Azure (no such API), or if the service does not answer, from the events herald received.
+async fn service_counts(state: &AppState, hub: &str) -> (Value, &'static str) {
+    if state.service_kind == "embedded" {
+        match state.rest.presence(hub).await {
+            Ok(p) => {
+                return (
+                    json!({
+                        "connections": p.connections,
+                        "users": p.users,
+                        "groups": p.groups,
+                        "transports": p.transports,
+                    }),
+                    "service",
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, hub, "presence: the embedded service did not answer; counting from events");
+            }
+        }
+    }
+    let c = state.events.presence.counts(hub);
+    (
+        json!({ "connections": c.connections, "users": c.users }),
+        "events",
+    )
 }
 
 #[cfg(test)]
