@@ -1,6 +1,7 @@
 //! herald's durable state, one SQLite file (`herald.db` in the state directory): the outbox of
-//! accepted messages, idempotency keys, per-hub history, retained statuses and the record of
-//! schedule fires. [`Store`] is a cheap handle: every write goes to one writer thread that
+//! accepted messages, idempotency keys, per-hub history, retained statuses, the record of
+//! schedule fires, and client acknowledgements (with the hub and source of each message sent,
+//! kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write goes to one writer thread that
 //! commits in groups (many callers per transaction, see `writer`); reads use a second
 //! connection (WAL lets them run beside the writer).
 //!
