@@ -590,3 +590,127 @@ fn direct_delivery_without_a_connection_string_is_refused() {
         "{stderr}"
     );
 }
+
+/// A config with client events, for the `signalRTrigger` functions.
+const EVENTS: &str = r#"
+hubs: {notifications: {}}
+templates:
+  t: {target: tick, arguments: ["{{ args[1] }}"]}
+events:
+  notifications:
+    connected: {send_retained: true}
+    methods:
+      ack: {ack: true}
+      join: {join_group: "orders-*"}
+      say: {relay: {template: t, to: {group: "{{ args[0] }}"}}}
+"#;
+
+#[test]
+fn client_events_become_signalr_trigger_functions_matching_golden_files() {
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("notifications.yaml");
+    std::fs::write(&config, EVENTS).unwrap();
+    let app = out.path().join("app");
+    let report = init(&config, &app);
+    assert!(report.contains("/runtime/webhooks/signalr"), "{report}");
+    let generated = tree(&app);
+    let golden_dir = root().join("tests/golden/functions-events");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&golden_dir);
+        for (rel, text) in &generated {
+            let path = golden_dir.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    }
+    let golden = tree(&golden_dir);
+    assert_eq!(
+        generated.keys().collect::<Vec<_>>(),
+        golden.keys().collect::<Vec<_>>(),
+        "file list differs from tests/golden/functions-events (UPDATE_GOLDEN=1 refreshes it)"
+    );
+    for (rel, text) in &generated {
+        assert_eq!(text, &golden[rel], "{rel} differs from the golden file");
+    }
+    let ack: Value =
+        serde_json::from_str(&generated["method-notifications-ack/function.json"]).unwrap();
+    assert_eq!(
+        ack["bindings"][0],
+        json!({"type": "signalRTrigger", "direction": "in", "name": "invocation",
+               "hubName": "notifications", "category": "messages", "event": "ack",
+               "parameterNames": ["messageId"],
+               "connectionStringSetting": "AzureSignalRConnectionString"})
+    );
+    let connected: Value =
+        serde_json::from_str(&generated["connected-notifications/function.json"]).unwrap();
+    assert_eq!(connected["bindings"][0]["category"], "connections");
+    assert_eq!(connected["bindings"][0]["event"], "connected");
+}
+
+fn trigger_payload(connection: &str, event: &str, arguments: Value) -> Value {
+    json!({
+        "Data": {"invocation": {
+            "Arguments": arguments, "Error": null, "Category": "messages", "Event": event,
+            "Hub": "notifications", "ConnectionId": connection, "UserId": "alice",
+            "Headers": {}, "Query": {}, "Claims": {}
+        }},
+        "Metadata": {"sys": {"MethodName": format!("method-notifications-{event}")}}
+    })
+}
+
+#[tokio::test]
+async fn signalr_trigger_invocations_run_the_same_actions() {
+    herald::install_crypto();
+    let rec = Recorder::start().await;
+    let cs = rec.connection_string();
+    let d = handler(
+        Some(EVENTS),
+        &[("AzureSignalRConnectionString", cs.as_str())],
+    )
+    .await;
+    let (status, answer) = invoke(
+        &d,
+        "method-notifications-join",
+        &trigger_payload("c1", "join", json!(["orders-7"])),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ReturnValue"]["group"], "orders-7");
+    let sends = rec.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(sends[0].method, "PUT");
+    assert!(
+        sends[0].path.contains("/groups/orders-7/connections/c1"),
+        "{}",
+        sends[0].path
+    );
+
+    // A refusal fails the invocation, with the reason in the log.
+    let (status, answer) = invoke(
+        &d,
+        "method-notifications-join",
+        &trigger_payload("c1", "join", json!(["admins"])),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(answer["Logs"][0], "join: group `admins` is not allowed");
+    assert_eq!(rec.sends().len(), 1, "nothing sent for a refusal");
+
+    // A relay is sent straight to the service (no outbox in custom-handler mode).
+    let (status, answer) = invoke(
+        &d,
+        "method-notifications-say",
+        &trigger_payload("c1", "say", json!(["orders-7", "hi"])),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let sends = rec.wait_for(2, Duration::from_secs(10)).await;
+    assert!(
+        sends[1].path.contains("/groups/orders-7"),
+        "{}",
+        sends[1].path
+    );
+    assert_eq!(sends[1].json()["arguments"], json!(["hi"]));
+
+    let (status, answer) = invoke(&d, "method-notifications-join", &json!({"Data": {}})).await;
+    assert_eq!(status, 400, "{answer}");
+}

@@ -52,14 +52,23 @@ impl App {
         let store = Store::open(&dir.path().join("state"), cfg.state.synchronous).expect("store");
         let timeout = cfg.http.request_timeout;
         let live = LiveConfig::new(cfg);
+        let outbox = Outbox::new(store.clone());
+        let limiters: Arc<herald::daemon::http::rate_limit::RateLimiters> = Arc::default();
         let state = AppState {
             reloads: Arc::new(ReloadLog::new(live.current())),
             live,
-            rest,
+            rest: rest.clone(),
             service_kind: "azure",
             metrics: None,
-            limiters: Arc::default(),
-            outbox: Outbox::new(store.clone()),
+            limiters: limiters.clone(),
+            outbox: outbox.clone(),
+            events: herald::daemon::events::Events {
+                rest,
+                store: store.clone(),
+                outbox: Some(outbox),
+                limiters,
+                presence: Arc::default(),
+            },
         };
         App {
             router: router(state, timeout),

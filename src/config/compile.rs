@@ -22,16 +22,17 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use super::diagnostic::{ConfigErrors, Diagnostic};
 use super::keypath::KeyPath;
 use super::model::{
-    ApiVersionSetting, HistorySection, HubSection, JwtSection, LogFormat, RateLimitSection,
-    RawConfig, RouteAuthSection, RouteSection, ScheduleSection, SynchronousSetting,
-    TemplateSection, ToSection, UserIdSection,
+    ApiVersionSetting, EventsSection, HistorySection, HubSection, JwtSection, LogFormat,
+    MethodSection, RateLimitSection, RawConfig, RouteAuthSection, RouteSection, ScheduleSection,
+    SynchronousSetting, TemplateSection, ToSection, UserIdSection,
 };
 use super::source::{Source, did_you_mean};
 use super::units::{parse_bytes, parse_duration};
 use super::{
-    ClusterConfig, Config, EndpointTable, FunctionsConfig, HttpConfig, Hub, JwtRule,
-    ListenerTimeouts, LoggingConfig, MessageTemplate, RateLimit, Route, RouteAuth, Schedule,
-    Secret, SignalrConfig, StateConfig, ToTemplate, UserIdRule, UserIdSource,
+    ClusterConfig, Config, EndpointTable, EventAction, EventMethod, FunctionsConfig, GroupPattern,
+    HttpConfig, Hub, HubEvents, JwtRule, ListenerTimeouts, LoggingConfig, MessageTemplate,
+    RateLimit, Route, RouteAuth, Schedule, Secret, SignalrConfig, StateConfig, ToTemplate,
+    UserIdRule, UserIdSource,
 };
 use crate::cron::CronSchedule;
 use crate::message::Recipient;
@@ -41,7 +42,12 @@ use crate::store::{HistoryPolicy, Synchronous};
 use crate::template::Compiled;
 
 /// Paths the daemon serves itself; no hub or route may use them.
-pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+pub const RESERVED_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    crate::signalr::upstream::FUNCTIONS_PATH,
+];
 
 /// Whether herald itself answers `path`: `RESERVED_PATHS`, the status page's assets and
 /// endpoints under `/status-page`, and `/` while the page is on.
@@ -147,6 +153,7 @@ pub fn compile(
     let api_version = api_version(&mut cx);
     let state = state(&mut cx);
     let cluster = cluster(&mut cx);
+    let events = events(&mut cx, &hubs, &templates);
     let config = (|| {
         Ok(Config {
             path: src.path.clone(),
@@ -163,6 +170,7 @@ pub fn compile(
             api_version: api_version?,
             state: state?,
             cluster: cluster?,
+            events,
             warnings: Vec::new(),
         })
     })();
@@ -981,4 +989,125 @@ fn history(
         max_age: max_age?,
     };
     Ok((Some(policy), Some(path?)))
+}
+
+/// `events:` the client events of each hub that compiles (the others are reported). Checks
+/// the hub and template references, the group patterns and that each method does one thing.
+fn events(
+    cx: &mut Ctx<'_>,
+    hubs: &BTreeMap<String, Hub>,
+    templates: &BTreeMap<String, Arc<MessageTemplate>>,
+) -> BTreeMap<String, HubEvents> {
+    let raw = cx.raw;
+    let at = KeyPath::root().child("events");
+    let mut out = BTreeMap::new();
+    for (hub, section) in &raw.events {
+        let at = at.child(hub);
+        if !raw.hubs.contains_key(hub) {
+            let defined: Vec<&str> = raw.hubs.keys().map(String::as_str).collect();
+            let mut msg = format!("events for unknown hub `{hub}`");
+            match did_you_mean(hub, &defined) {
+                Some(best) => msg.push_str(&format!("; did you mean `{best}`?")),
+                None if defined.is_empty() => msg.push_str(" (no hubs are defined)"),
+                None => {}
+            }
+            cx.err_key(&at, msg);
+            continue;
+        }
+        if let Ok(e) = hub_events(cx, &at, hub, section, templates)
+            && hubs.contains_key(hub)
+        {
+            out.insert(hub.to_ascii_lowercase(), e);
+        }
+    }
+    out
+}
+
+fn hub_events(
+    cx: &mut Ctx<'_>,
+    at: &KeyPath,
+    hub: &str,
+    section: &EventsSection,
+    templates: &BTreeMap<String, Arc<MessageTemplate>>,
+) -> Checked<HubEvents> {
+    let mut methods = BTreeMap::new();
+    let mut failed = false;
+    let methods_at = at.child("methods");
+    for (name, m) in &section.methods {
+        let at = methods_at.child(name);
+        if name.trim().is_empty() {
+            cx.err_key(&at, "a method name must not be empty");
+            failed = true;
+            continue;
+        }
+        match event_method(cx, &at, name, m, templates) {
+            Ok(method) => {
+                if methods.insert(name.to_ascii_lowercase(), method).is_some() {
+                    cx.err_key(
+                        &at,
+                        format!(
+                            "method `{name}` is defined twice (names compare case-insensitively)"
+                        ),
+                    );
+                    failed = true;
+                }
+            }
+            Err(Reported) => failed = true,
+        }
+    }
+    if failed {
+        return Err(Reported);
+    }
+    Ok(HubEvents {
+        hub: hub.to_string(),
+        send_retained: section.connected.send_retained,
+        methods,
+    })
+}
+
+fn event_method(
+    cx: &mut Ctx<'_>,
+    at: &KeyPath,
+    name: &str,
+    m: &MethodSection,
+    templates: &BTreeMap<String, Arc<MessageTemplate>>,
+) -> Checked<EventMethod> {
+    let rate_limit = match &m.rate_limit {
+        None => Ok(None),
+        Some(rl) => rate_limit(cx, &at.child("rate_limit"), rl).map(Some),
+    };
+    let pattern = |cx: &mut Ctx<'_>, key: &str, text: &str| {
+        GroupPattern::parse(text).map_err(|e| cx.err(&at.child(key), e))
+    };
+    let action = match (&m.ack, &m.join_group, &m.leave_group, &m.relay) {
+        (Some(true), None, None, None) => Ok(EventAction::Ack),
+        (Some(false), None, None, None) => {
+            Err(cx.err(&at.child("ack"), "write `ack: true`, or remove the method"))
+        }
+        (None, Some(p), None, None) => pattern(cx, "join_group", p).map(EventAction::JoinGroup),
+        (None, None, Some(p), None) => pattern(cx, "leave_group", p).map(EventAction::LeaveGroup),
+        (None, None, None, Some(relay)) => {
+            let at = at.child("relay");
+            let template = resolve_template(cx, &at, &relay.template, templates);
+            let to = compile_to(cx, &at, relay.to.as_ref());
+            match (template, to) {
+                (Ok(template), Ok(to)) => Ok(EventAction::Relay {
+                    template,
+                    to: to.map(Box::new),
+                }),
+                _ => Err(Reported),
+            }
+        }
+        _ => Err(cx.err(
+            at,
+            format!(
+                "method `{name}` needs exactly one of `ack`, `join_group`, `leave_group` or `relay`"
+            ),
+        )),
+    };
+    Ok(EventMethod {
+        name: name.to_string(),
+        action: action?,
+        rate_limit: rate_limit?,
+    })
 }

@@ -92,8 +92,186 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The data-plane REST API version the REST client calls.
     pub api_version: crate::signalr::rest::ApiVersion,
+    /// Client events by lowercased hub name (`events:`).
+    pub events: BTreeMap<String, HubEvents>,
     /// Problems that do not stop herald (short API keys, CORS `*`).
     pub warnings: Vec<Diagnostic>,
+}
+
+impl Config {
+    /// The client events of `hub` (compared case-insensitively: Azure sends hub names
+    /// lowercased upstream).
+    pub fn events_of(&self, hub: &str) -> Option<&HubEvents> {
+        self.events.get(&hub.to_ascii_lowercase())
+    }
+
+    /// The hub named `name`, compared case-insensitively.
+    pub fn hub_named(&self, name: &str) -> Option<&Hub> {
+        self.hubs.get(name).or_else(|| {
+            self.hubs
+                .values()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+        })
+    }
+}
+
+/// `events.<hub>:` compiled.
+#[derive(Debug)]
+pub struct HubEvents {
+    /// The hub's name as configured.
+    pub hub: String,
+    /// Send the hub's retained statuses to each new connection.
+    pub send_retained: bool,
+    /// Client methods by lowercased name.
+    pub methods: BTreeMap<String, EventMethod>,
+}
+
+impl HubEvents {
+    /// The method a client invoked, compared case-insensitively.
+    pub fn method(&self, name: &str) -> Option<&EventMethod> {
+        self.methods.get(&name.to_ascii_lowercase())
+    }
+}
+
+/// One configured client method.
+#[derive(Debug)]
+pub struct EventMethod {
+    /// The name as configured.
+    pub name: String,
+    pub action: EventAction,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// What a client method does.
+#[derive(Debug)]
+pub enum EventAction {
+    /// Record an acknowledgement of the message id in the first argument.
+    Ack,
+    /// Add the caller's connection to the group in the first argument, when it matches.
+    JoinGroup(GroupPattern),
+    /// Remove the caller's connection from the group in the first argument, when it matches.
+    LeaveGroup(GroupPattern),
+    /// Render the template with the invocation and send it through the outbox.
+    Relay {
+        template: Arc<MessageTemplate>,
+        /// Boxed: a compiled recipient is large beside the other actions.
+        to: Option<Box<ToTemplate>>,
+    },
+}
+
+/// A group-name pattern: literal text, `*` (any run of characters) and `{{ user }}` (exactly
+/// the caller's user id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPattern {
+    /// The pattern as written.
+    pub text: String,
+    parts: Vec<PatternPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternPart {
+    Literal(String),
+    Star,
+    User,
+}
+
+impl GroupPattern {
+    /// Parse `text`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<GroupPattern, String> {
+        if text.trim().is_empty() {
+            return Err("the group pattern is empty".into());
+        }
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("{{") {
+                let Some(end) = after.find("}}") else {
+                    return Err(format!("`{{{{` without `}}}}` in `{text}`"));
+                };
+                if after[..end].trim() != "user" {
+                    return Err(format!(
+                        "only `{{{{ user }}}}` may appear in a group pattern, not `{{{{{}}}}}`",
+                        &after[..end]
+                    ));
+                }
+                if !literal.is_empty() {
+                    parts.push(PatternPart::Literal(std::mem::take(&mut literal)));
+                }
+                parts.push(PatternPart::User);
+                rest = &after[end + 2..];
+            } else if let Some(after) = rest.strip_prefix('*') {
+                if !literal.is_empty() {
+                    parts.push(PatternPart::Literal(std::mem::take(&mut literal)));
+                }
+                if parts.last() != Some(&PatternPart::Star) {
+                    parts.push(PatternPart::Star);
+                }
+                rest = after;
+            } else if rest.starts_with("}}") || rest.starts_with("{%") || rest.starts_with("{#") {
+                return Err(format!(
+                    "unexpected `{}` in `{text}`; only `*` and `{{{{ user }}}}` are special",
+                    &rest[..2]
+                ));
+            } else {
+                let c = rest.chars().next().unwrap_or_default();
+                literal.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(PatternPart::Literal(literal));
+        }
+        Ok(GroupPattern {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// Whether the pattern names the caller's own groups (`{{ user }}`).
+    pub fn needs_user(&self) -> bool {
+        self.parts.contains(&PatternPart::User)
+    }
+
+    /// Whether `group` matches for a caller with `user` (None: anonymous, so a pattern with
+    /// `{{ user }}` never matches).
+    pub fn matches(&self, group: &str, user: Option<&str>) -> bool {
+        if self.needs_user() && user.is_none_or(str::is_empty) {
+            return false;
+        }
+        // `{{ user }}` is literal text once the user is known; what remains is a `*` glob:
+        // literal segments between stars, matched leftmost in order (linear, no backtracking).
+        let user = user.unwrap_or("");
+        let mut segments: Vec<String> = vec![String::new()];
+        for part in &self.parts {
+            match part {
+                PatternPart::Literal(l) => {
+                    segments.last_mut().into_iter().for_each(|s| s.push_str(l))
+                }
+                PatternPart::User => segments
+                    .last_mut()
+                    .into_iter()
+                    .for_each(|s| s.push_str(user)),
+                PatternPart::Star => segments.push(String::new()),
+            }
+        }
+        let (first, rest) = segments
+            .split_first()
+            .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+        let Some(mut tail) = group.strip_prefix(first) else {
+            return false;
+        };
+        let Some((last, middle)) = rest.split_last() else {
+            return tail.is_empty();
+        };
+        for seg in middle {
+            match tail.find(seg.as_str()) {
+                Some(i) => tail = &tail[i + seg.len()..],
+                None => return false,
+            }
+        }
+        tail.len() >= last.len() && tail.ends_with(last.as_str())
+    }
 }
 
 /// `functions:` compiled: how Functions invocations deliver messages.

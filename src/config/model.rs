@@ -47,6 +47,12 @@ pub struct RawConfig {
     /// one node, nothing shared.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// Client events by hub name: what herald does when a client connects, and which client
+    /// methods (`connection.invoke("ack", id)`) it answers. The service forwards them to
+    /// herald's upstream endpoint (`/runtime/webhooks/signalr`); anything not configured here
+    /// is refused with a Completion error.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventsSection>,
 }
 
 /// `cluster:` the Redis server the nodes share.
@@ -60,6 +66,70 @@ pub struct ClusterSection {
     /// a random id per start.
     #[serde(default)]
     pub node_id: Option<String>,
+}
+
+/// `events.<hub>:` the client events of one hub.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// What happens when a client connects.
+    #[serde(default)]
+    pub connected: ConnectedSection,
+    /// Client method name -> what herald does when a client invokes it. Names compare
+    /// case-insensitively, as SignalR hub methods do.
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodSection>,
+}
+
+/// `events.<hub>.connected:` on each new connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectedSection {
+    /// Send the hub's retained statuses (routes and schedules with `retain: true`) to the new
+    /// connection, oldest first, before it can receive anything newer.
+    #[serde(default)]
+    pub send_retained: bool,
+}
+
+/// `events.<hub>.methods.<name>:` one client method. Exactly one of `ack`, `join_group`,
+/// `leave_group` and `relay`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSection {
+    /// `invoke(name, messageId)` acknowledges a message herald sent: recorded with the
+    /// connection, user and time, and listed by `GET /api/messages/{id}`.
+    #[serde(default)]
+    pub ack: Option<bool>,
+    /// `invoke(name, group)` adds the calling connection to `group` when the name matches
+    /// this pattern: `*` matches any run of characters, `{{ user }}` exactly the caller's
+    /// user id (refused for anonymous connections), e.g. `orders-*`, `orders-{{ user }}`.
+    #[serde(default)]
+    pub join_group: Option<String>,
+    /// `invoke(name, group)` removes the calling connection from `group` when the name
+    /// matches this pattern (same syntax as `join_group`).
+    #[serde(default)]
+    pub leave_group: Option<String>,
+    /// Render a template with the invocation's arguments and send it on, like a route.
+    #[serde(default)]
+    pub relay: Option<RelaySection>,
+    /// Most invocations of this method accepted in a period, for all connections of the hub
+    /// together; more are refused with a Completion error. Absent: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+}
+
+/// `events.<hub>.methods.<name>.relay:` a client invocation rendered into a template and sent
+/// through the outbox, like a route.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Template to render. Variables: `args` (the invocation's arguments), `user`,
+    /// `connection`, `hub`, `now` and `id` (the new message's id).
+    pub template: String,
+    /// Send to one user, group or connection instead of the whole hub (templates, e.g.
+    /// `group: "{{ args[0] }}"`).
+    #[serde(default)]
+    pub to: Option<ToSection>,
 }
 
 /// `state:` the state database, one SQLite file (`herald.db`) in `dir`.

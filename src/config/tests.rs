@@ -624,3 +624,83 @@ fn signalr_endpoints_errors_are_all_named() {
     );
     assert!(!errors(&unknown_role).is_empty());
 }
+
+#[test]
+fn events_compile_with_methods_patterns_and_relays() {
+    let text = format!(
+        r#"{BASE}  chat:
+    target: chat
+    arguments: ['{{{{ args[1] }}}}']
+events:
+  notifications:
+    connected: {{ send_retained: true }}
+    methods:
+      ack: {{ ack: true }}
+      Join: {{ join_group: 'orders-*' }}
+      mine: {{ join_group: 'orders-{{{{ user }}}}' }}
+      say: {{ relay: {{ template: chat, to: {{ group: '{{{{ args[0] }}}}' }} }}, rate_limit: {{ requests: 5, per: 1s }} }}
+"#
+    );
+    let c = load(&text).unwrap();
+    let e = c.events_of("NOTIFICATIONS").unwrap();
+    assert!(e.send_retained);
+    assert!(matches!(e.method("ACK").unwrap().action, EventAction::Ack));
+    let EventAction::JoinGroup(p) = &e.method("join").unwrap().action else {
+        panic!("join_group");
+    };
+    assert!(p.matches("orders-7", None) && !p.matches("order-7", None));
+    let EventAction::JoinGroup(mine) = &e.method("mine").unwrap().action else {
+        panic!("join_group");
+    };
+    assert!(mine.matches("orders-alice", Some("alice")));
+    assert!(!mine.matches("orders-bob", Some("alice")));
+    assert!(
+        !mine.matches("orders-", None),
+        "anonymous callers have no own group"
+    );
+    let say = e.method("say").unwrap();
+    assert!(matches!(say.action, EventAction::Relay { .. }));
+    assert!(say.rate_limit.is_some());
+}
+
+#[test]
+fn group_patterns_glob_and_bind_the_user() {
+    let p = GroupPattern::parse("a*b*c").unwrap();
+    assert!(p.matches("abc", None) && p.matches("a-b-c", None) && p.matches("abbbc", None));
+    assert!(!p.matches("ab", None) && !p.matches("acb", None) && !p.matches("abcx", None));
+    let star = GroupPattern::parse("*").unwrap();
+    assert!(star.matches("anything", None));
+    let u = GroupPattern::parse("{{user}}-*").unwrap();
+    assert!(u.matches("bob-1", Some("bob")) && !u.matches("bobby-1", Some("bob")));
+    // A user id with `*` in it is literal text, never a wildcard.
+    let lit = GroupPattern::parse("x-{{ user }}").unwrap();
+    assert!(lit.matches("x-*", Some("*")) && !lit.matches("x-a", Some("*")));
+    assert!(GroupPattern::parse("{{ now }}").is_err());
+    assert!(GroupPattern::parse("a{{ user").is_err());
+    assert!(GroupPattern::parse("").is_err());
+}
+
+#[test]
+fn events_errors_are_all_reported_at_their_keys() {
+    let text = format!(
+        r#"{BASE}events:
+  nope: {{}}
+  notifications:
+    methods:
+      both: {{ ack: true, join_group: 'a-*' }}
+      none: {{}}
+      bad: {{ join_group: 'a-{{{{ now }}}}' }}
+      relay: {{ relay: {{ template: missing }} }}
+      off: {{ ack: false }}
+"#
+    );
+    let errs = errors(&text);
+    let all = errs.join("\n");
+    assert!(all.contains("events for unknown hub `nope`"), "{all}");
+    assert!(all.contains("method `both` needs exactly one of"), "{all}");
+    assert!(all.contains("method `none` needs exactly one of"), "{all}");
+    assert!(all.contains("only `{{ user }}` may appear"), "{all}");
+    assert!(all.contains("unknown template `missing`"), "{all}");
+    assert!(all.contains("write `ack: true`"), "{all}");
+    assert_eq!(errs.len(), 6, "{all}");
+}

@@ -44,19 +44,37 @@ pub fn rest_options(cfg: &Config) -> RestOptions {
     }
 }
 
+/// The upstream URL of a daemon listening on `addr`: its own client-events endpoint.
+pub fn self_upstream_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!(
+        "http://{host}:{}{}",
+        addr.port(),
+        crate::signalr::upstream::FUNCTIONS_PATH
+    )
+}
+
 /// Start the embedded service described by `cfg` (if that is the mode) and build the REST
-/// client for whichever service delivers messages.
+/// client for whichever service delivers messages. `daemon`: the daemon's own listener, which
+/// the embedded service forwards client events to (its upstream).
 pub async fn connect(
     cfg: &Config,
     shutdown: &CancellationToken,
+    daemon: Option<SocketAddr>,
 ) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
-    connect_with(cfg, shutdown, None).await
+    connect_with(cfg, shutdown, daemon, None).await
 }
 
 /// `connect`, giving the embedded service `backplane` (a cluster's) when it is `Some`.
 pub async fn connect_with(
     cfg: &Config,
     shutdown: &CancellationToken,
+    daemon: Option<SocketAddr>,
     backplane: Option<std::sync::Arc<dyn crate::service::backplane::Backplane>>,
 ) -> Result<(RestClient, &'static str, Option<ServiceHandle>), DaemonError> {
     match &cfg.signalr {
@@ -92,6 +110,13 @@ pub async fn connect_with(
             options.max_connections = *max_connections;
             if let Some(backplane) = backplane {
                 options.backplane = backplane;
+            }
+            // Client events (connected, disconnected, invocations) go to the daemon's own
+            // upstream endpoint, as Azure's upstream setting would send them.
+            if let Some(addr) = daemon {
+                let url = self_upstream_url(addr);
+                tracing::debug!(%url, "embedded service upstream: client events go to the daemon");
+                options.upstreams = vec![crate::signalr::upstream::UpstreamTemplate::all(url)];
             }
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;

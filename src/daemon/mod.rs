@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod delivery;
 pub mod endpoint;
+pub mod events;
 pub mod functions;
 pub mod http;
 pub mod outbox;
@@ -166,23 +167,8 @@ pub async fn run_with_control(
         let b: Arc<dyn crate::service::backplane::Backplane> = c.backplane();
         b
     });
-    let (rest, service_kind, service) = endpoint::connect_with(&cfg, &shutdown, backplane).await?;
-    if let Some(cluster) = cluster {
-        match &service {
-            Some(service) => cluster.attach(service.clone()),
-            None => tracing::warn!(
-                "cluster: with Azure SignalR Service, Azure shares sends itself; only schedule locks and idempotency keys use Redis"
-            ),
-        }
-        outbox = outbox.with_cluster(cluster);
-    }
+    // The listener is bound first: the embedded service's upstream points at it.
     let listen = cfg.http.listen;
-    let request_timeout = cfg.http.request_timeout;
-    let live = LiveConfig::new(cfg);
-    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
-    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
-    m::register_config(&live.current());
-
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -193,15 +179,40 @@ pub async fn run_with_control(
         addr: listen,
         source,
     })?;
+    let (rest, service_kind, service) =
+        endpoint::connect_with(&cfg, &shutdown, Some(local), backplane).await?;
+    if let Some(cluster) = cluster {
+        match &service {
+            Some(service) => cluster.attach(service.clone()),
+            None => tracing::warn!(
+                "cluster: with Azure SignalR Service, Azure shares sends itself; only schedule locks and idempotency keys use Redis"
+            ),
+        }
+        outbox = outbox.with_cluster(cluster);
+    }
+    let request_timeout = cfg.http.request_timeout;
+    let live = LiveConfig::new(cfg);
+    metrics::gauge!(m::CONFIG_GENERATION).set(1.0);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(1.0);
+    m::register_config(&live.current());
+
     let reloads = Arc::new(reload::ReloadLog::new(live.current()));
+    let limiters: Arc<http::rate_limit::RateLimiters> = Arc::default();
     let state = http::AppState {
         live: live.clone(),
         rest: rest.clone(),
         service_kind,
         metrics,
         reloads: reloads.clone(),
-        limiters: Arc::default(),
+        limiters: limiters.clone(),
         outbox: outbox.clone(),
+        events: events::Events {
+            rest: rest.clone(),
+            store: outbox.store().clone(),
+            outbox: Some(outbox.clone()),
+            limiters,
+            presence: Arc::default(),
+        },
     };
     let app = http::router(state, request_timeout);
     let server_stop = shutdown.clone();

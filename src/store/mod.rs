@@ -1,6 +1,7 @@
 //! herald's durable state, one SQLite file (`herald.db` in the state directory): the outbox of
-//! accepted messages, idempotency keys, per-hub history, retained statuses and the record of
-//! schedule fires. [`Store`] is a cheap handle: every write goes to one writer thread that
+//! accepted messages, idempotency keys, per-hub history, retained statuses, the record of
+//! schedule fires, and client acknowledgements (with the hub and source of each message sent,
+//! kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write goes to one writer thread that
 //! commits in groups (many callers per transaction, see `writer`); reads use a second
 //! connection (WAL lets them run beside the writer).
 //!
@@ -178,6 +179,51 @@ pub struct OutboxStats {
     pub oldest_ms: Option<i64>,
 }
 
+/// How long herald remembers which hub and source a message came from, so that clients can
+/// acknowledge it; older messages and their acknowledgements are pruned.
+pub const MESSAGES_KEPT: Duration = Duration::from_secs(7 * 86_400);
+
+/// A client's acknowledgement of a message (`events.<hub>.methods.<m>.ack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAck {
+    /// The acknowledged message's id.
+    pub id: String,
+    pub connection: String,
+    pub user: Option<String>,
+}
+
+/// What recording an acknowledgement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Recorded (`first`: this connection had not acknowledged it before). `hub` and
+    /// `source` are the message's.
+    Recorded {
+        hub: String,
+        source: String,
+        first: bool,
+    },
+    /// No message with that id was sent by herald (or it is older than [`MESSAGES_KEPT`]).
+    UnknownMessage,
+}
+
+/// One acknowledgement of a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AckEntry {
+    pub user: Option<String>,
+    pub connection: String,
+    /// RFC 3339 UTC, milliseconds.
+    pub time: String,
+}
+
+/// A message and who acknowledged it, oldest acknowledgement first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAcks {
+    pub id: String,
+    pub hub: String,
+    pub source: String,
+    pub acks: Vec<AckEntry>,
+}
+
 /// A handle on the state database. Clone freely.
 #[derive(Clone)]
 pub struct Store {
@@ -277,6 +323,47 @@ impl Store {
             idempotency_window: window,
             fires_older,
             reply,
+        })
+        .await
+    }
+
+    /// Record a client's acknowledgement of a message, in the writer's group commit.
+    pub async fn ack(&self, ack: NewAck) -> Result<AckOutcome, StoreError> {
+        self.write(|reply| writer::Command::Ack(ack, reply)).await
+    }
+
+    /// The message `id` (hub, source) and its acknowledgements; None when herald does not
+    /// know the id.
+    pub async fn acks(&self, id: &str) -> Result<Option<MessageAcks>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let known: Option<(String, String)> = c
+                .query_row(
+                    "SELECT hub, source FROM messages WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((hub, source)) = known else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT connection, user, time_ms FROM acks WHERE id = ?1 ORDER BY time_ms, connection",
+            )?;
+            let rows = stmt.query_map([&id], |r| {
+                Ok(AckEntry {
+                    connection: r.get(0)?,
+                    user: r.get(1)?,
+                    time: rfc3339_ms(r.get(2)?),
+                })
+            })?;
+            let acks = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(MessageAcks {
+                id,
+                hub,
+                source,
+                acks,
+            }))
         })
         .await
     }

@@ -47,6 +47,20 @@ CREATE TABLE IF NOT EXISTS retained (
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS retained_by_hub ON retained (hub, time_ms);
+CREATE TABLE IF NOT EXISTS messages (
+    id          TEXT PRIMARY KEY,
+    hub         TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    accepted_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages (accepted_ms);
+CREATE TABLE IF NOT EXISTS acks (
+    id         TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    user       TEXT,
+    time_ms    INTEGER NOT NULL,
+    PRIMARY KEY (id, connection)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fires (
     schedule   TEXT NOT NULL,
     instant_ms INTEGER NOT NULL,

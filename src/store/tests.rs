@@ -291,3 +291,52 @@ fn a_state_directory_that_cannot_be_created_is_an_error_naming_it() {
     let e = Store::open(&blocker.join("sub"), Synchronous::Full).unwrap_err();
     assert!(e.to_string().contains("sub"), "{e}");
 }
+
+#[tokio::test]
+async fn acks_are_recorded_once_per_connection_for_known_messages_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    store
+        .accept(one(new("m1", msg("Notifications", Recipient::All, 1))))
+        .await
+        .unwrap();
+    let ack = |connection: &str, user: Option<&str>| NewAck {
+        id: "m1".into(),
+        connection: connection.into(),
+        user: user.map(str::to_string),
+    };
+    let first = store.ack(ack("c1", Some("alice"))).await.unwrap();
+    assert_eq!(
+        first,
+        AckOutcome::Recorded {
+            hub: "Notifications".into(),
+            source: "route:status".into(),
+            first: true
+        }
+    );
+    let again = store.ack(ack("c1", Some("alice"))).await.unwrap();
+    assert!(matches!(again, AckOutcome::Recorded { first: false, .. }));
+    store.ack(ack("c2", None)).await.unwrap();
+    let unknown = store
+        .ack(NewAck {
+            id: "nope".into(),
+            connection: "c1".into(),
+            user: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(unknown, AckOutcome::UnknownMessage);
+
+    let acks = store.acks("m1").await.unwrap().unwrap();
+    assert_eq!(acks.hub, "Notifications");
+    assert_eq!(acks.acks.len(), 2, "{acks:?}");
+    let conns: Vec<&str> = acks.acks.iter().map(|a| a.connection.as_str()).collect();
+    assert!(conns.contains(&"c1") && conns.contains(&"c2"));
+    let alice = acks.acks.iter().find(|a| a.connection == "c1").unwrap();
+    assert_eq!(alice.user.as_deref(), Some("alice"));
+    assert!(store.acks("nope").await.unwrap().is_none());
+    // Still there after a reopen (durable).
+    drop(store);
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert_eq!(store.acks("m1").await.unwrap().unwrap().acks.len(), 2);
+}

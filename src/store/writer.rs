@@ -31,12 +31,17 @@ pub(super) enum Command {
         fires_older: Duration,
         reply: Reply<()>,
     },
+    Ack(super::NewAck, Reply<super::AckOutcome>),
 }
 
 /// An answer held back until the commit.
 enum Answer {
     Accepted(Reply<Accepted>, Result<Accepted, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
+    Ack(
+        Reply<super::AckOutcome>,
+        Result<super::AckOutcome, StoreError>,
+    ),
 }
 
 impl Answer {
@@ -53,6 +58,12 @@ impl Answer {
                 });
             }
             Answer::Unit(reply, result) => {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(failed(e)),
+                });
+            }
+            Answer::Ack(reply, result) => {
                 let _ = reply.send(match commit {
                     Ok(()) => result,
                     Err(e) => Err(failed(e)),
@@ -154,6 +165,11 @@ fn commit_batch(
                 kept(sp, result.is_ok());
                 Answer::Unit(reply, result)
             }
+            Command::Ack(ack, reply) => {
+                let result = ack_one(&sp, ack);
+                kept(sp, result.is_ok());
+                Answer::Ack(reply, result)
+            }
         };
         answers.push(answer);
     }
@@ -175,6 +191,7 @@ fn fail(cmd: Command, e: StoreError) -> Answer {
         Command::Delivered { reply, .. } | Command::Prune { reply, .. } => {
             Answer::Unit(reply, Err(e))
         }
+        Command::Ack(_, reply) => Answer::Ack(reply, Err(e)),
     }
 }
 
@@ -211,6 +228,11 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
         )?
         .execute(params![m.id, m.message.hub, text, m.source, now])?;
         seqs.push(conn.last_insert_rowid());
+        // Who sent it and into which hub, for acknowledgements (kept `MESSAGES_KEPT`).
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO messages (id, hub, source, accepted_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![m.id, m.message.hub, m.source, now])?;
         if let Some(key) = &m.retain {
             conn.prepare_cached(
                 "INSERT INTO retained (source, key, hub, id, time_ms, message)
@@ -308,5 +330,34 @@ fn prune(conn: &Connection, window: Duration, fires_older: Duration) -> Result<(
         .execute([now.saturating_sub(window.as_millis() as i64)])?;
     conn.prepare_cached("DELETE FROM fires WHERE instant_ms < ?1")?
         .execute([now.saturating_sub(fires_older.as_millis() as i64)])?;
+    let cutoff = now.saturating_sub(super::MESSAGES_KEPT.as_millis() as i64);
+    conn.prepare_cached(
+        "DELETE FROM acks WHERE id IN (SELECT id FROM messages WHERE accepted_ms < ?1)",
+    )?
+    .execute([cutoff])?;
+    conn.prepare_cached("DELETE FROM messages WHERE accepted_ms < ?1")?
+        .execute([cutoff])?;
     Ok(())
+}
+
+/// Record one acknowledgement of a message herald sent; a repeat by the same connection
+/// keeps the first time.
+fn ack_one(conn: &Connection, ack: super::NewAck) -> Result<super::AckOutcome, StoreError> {
+    let known: Option<(String, String)> = conn
+        .prepare_cached("SELECT hub, source FROM messages WHERE id = ?1")?
+        .query_row([&ack.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((hub, source)) = known else {
+        return Ok(super::AckOutcome::UnknownMessage);
+    };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO acks (id, connection, user, time_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![ack.id, ack.connection, ack.user, now_ms()])?;
+    Ok(super::AckOutcome::Recorded {
+        hub,
+        source,
+        first: inserted > 0,
+    })
 }

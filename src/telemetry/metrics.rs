@@ -45,9 +45,23 @@ pub const OUTBOX_RETRIES: &str = "herald_outbox_retries_total";
 pub const OUTBOX_DROPPED: &str = "herald_outbox_dropped_total";
 pub const HISTORY_MESSAGES: &str = "herald_history_messages";
 pub const ENDPOINT_UP: &str = "herald_endpoint_up";
+pub const ACKS: &str = "herald_acks_total";
+pub const CLIENT_EVENTS: &str = "herald_client_events_total";
 
 /// The daemon's families (the embedded service describes its own, see `describe`).
 pub const FAMILIES: &[Family] = &[
+    Family {
+        name: ACKS,
+        kind: Kind::Counter,
+        labels: &["route"],
+        help: "Client acknowledgements recorded, by the acknowledged message's source (`route:NAME` or `schedule:NAME`).",
+    },
+    Family {
+        name: CLIENT_EVENTS,
+        kind: Kind::Counter,
+        labels: &["hub", "event", "outcome"],
+        help: "Client events received upstream (connected, disconnected, client methods), by outcome (`ok`, `refused`, `failed`).",
+    },
     Family {
         name: OUTBOX_DEPTH,
         kind: Kind::Gauge,

@@ -446,7 +446,7 @@ impl ClientProcess {
         Self::spawn(cmd, format!("pysignalr {}", args.join(" ")))
     }
 
-    fn spawn(mut cmd: Command, name: String) -> ClientProcess {
+    pub fn spawn(mut cmd: Command, name: String) -> ClientProcess {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

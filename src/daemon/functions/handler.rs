@@ -54,6 +54,9 @@ struct Inner {
     /// The endpoint whose key signs tokens for bearer-verified negotiate; `None` without a
     /// connection string.
     endpoint: Option<ServiceEndpoint>,
+    /// The client-event actions (`events:`), the same code as the daemon's upstream endpoint;
+    /// `None` when no events are configured or there is no connection string.
+    events: Option<crate::daemon::events::Events>,
 }
 
 /// How a rendered message leaves the handler.
@@ -121,12 +124,30 @@ impl HandlerState {
                 return Err(FunctionsError::DirectNeedsConnectionString);
             }
         };
+        let events = match &endpoint {
+            Some(endpoint) if !cfg.events.is_empty() => {
+                let dir = cfg
+                    .state
+                    .dir
+                    .clone()
+                    .unwrap_or_else(crate::state::state_dir);
+                Some(crate::daemon::events::Events {
+                    rest: RestClient::new(endpoint.clone(), crate::daemon::rest_options(&cfg))?,
+                    store: crate::store::Store::open(&dir, cfg.state.synchronous)?,
+                    outbox: None,
+                    limiters: Arc::default(),
+                    presence: Arc::default(),
+                })
+            }
+            _ => None,
+        };
         Ok(HandlerState {
             inner: Arc::new(Inner {
                 cfg,
                 functions,
                 delivery,
                 endpoint,
+                events,
             }),
         })
     }
@@ -183,6 +204,24 @@ struct InvocationData {
     /// [`binding::TIMER`]: the timer trigger's status.
     #[serde(default, alias = "Timer", deserialize_with = "lenient")]
     timer: Option<TimerInfo>,
+    /// [`binding::INVOCATION`]: the `signalRTrigger`'s invocation context.
+    #[serde(default, alias = "Invocation", deserialize_with = "lenient")]
+    invocation: Option<InvocationContext>,
+}
+
+/// The `signalRTrigger`'s `InvocationContext` (facts §5): who raised the event and the
+/// invocation's arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvocationContext {
+    #[serde(default, alias = "arguments", deserialize_with = "lenient")]
+    arguments: Option<Vec<Value>>,
+    #[serde(default, alias = "hub", deserialize_with = "lenient")]
+    hub: Option<String>,
+    #[serde(default, alias = "connectionId", deserialize_with = "lenient")]
+    connection_id: Option<String>,
+    #[serde(default, alias = "userId", deserialize_with = "lenient")]
+    user_id: Option<String>,
 }
 
 /// The HTTP trigger's request object.
@@ -413,8 +452,67 @@ pub async fn invoke(
             }
             tracing::info!(schedule = %name, at = %at.to_rfc3339(), "schedule fired");
         }
+        FunctionKind::Connected { hub } | FunctionKind::Method { hub, .. } => {
+            return client_event(state, kind, hub, invocation).await;
+        }
     }
     (StatusCode::OK, answer(outputs, logs))
+}
+
+/// A `signalRTrigger` invocation: the same actions as the daemon's upstream endpoint. A
+/// method's result is the `ReturnValue`; a refusal fails the invocation (500, the reason in
+/// `Logs`), so the client's `invoke` rejects.
+async fn client_event(
+    state: &HandlerState,
+    kind: &FunctionKind,
+    hub: &str,
+    invocation: &Invocation,
+) -> (StatusCode, Value) {
+    let mut logs = Vec::new();
+    let Some(events) = &state.inner.events else {
+        logs.push(
+            "client events need the SignalR connection string (AzureSignalRConnectionString)"
+                .to_string(),
+        );
+        return (StatusCode::INTERNAL_SERVER_ERROR, answer(Map::new(), logs));
+    };
+    let Some(context) = invocation.data().and_then(|d| d.invocation.as_ref()) else {
+        logs.push(format!(
+            "the invocation has no Data.{}",
+            binding::INVOCATION
+        ));
+        return (StatusCode::BAD_REQUEST, answer(Map::new(), logs));
+    };
+    let Some(connection) = context.connection_id.clone().filter(|c| !c.is_empty()) else {
+        logs.push("the invocation context has no ConnectionId".to_string());
+        return (StatusCode::BAD_REQUEST, answer(Map::new(), logs));
+    };
+    let caller = crate::daemon::events::Caller {
+        hub: context.hub.clone().unwrap_or_else(|| hub.to_string()),
+        connection,
+        user: context.user_id.clone().filter(|u| !u.is_empty()),
+    };
+    let cfg = &state.inner.cfg;
+    match kind {
+        FunctionKind::Method { method, .. } => {
+            let arguments = context.arguments.clone().unwrap_or_default();
+            match events.invoke(cfg, &caller, method, &arguments).await {
+                Ok(result) => (
+                    StatusCode::OK,
+                    json!({ "Outputs": {}, "Logs": logs, "ReturnValue": result }),
+                ),
+                Err(refusal) => {
+                    logs.push(format!("{method}: {refusal}"));
+                    (StatusCode::INTERNAL_SERVER_ERROR, answer(Map::new(), logs))
+                }
+            }
+        }
+        _ => {
+            events.connected(cfg, &caller).await;
+            logs.push(format!("connected: {}", caller.connection));
+            (StatusCode::OK, answer(Map::new(), logs))
+        }
+    }
 }
 
 /// Render a route's message and hand it on (binding, or sent with `direct`); the route's

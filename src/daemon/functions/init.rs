@@ -77,6 +77,24 @@ fn http_trigger(methods: &[String], route: &str) -> Value {
     })
 }
 
+/// The `signalRTrigger` of a client-event function: the service's upstream calls reach the
+/// Functions host at `/runtime/webhooks/signalr`, which invokes the function.
+fn signalr_trigger(hub: &str, category: &str, event: &str, parameters: &[&str]) -> Value {
+    let mut trigger = json!({
+        "type": "signalRTrigger",
+        "direction": "in",
+        "name": binding::INVOCATION,
+        "hubName": hub,
+        "category": category,
+        "event": event,
+        "connectionStringSetting": CONNECTION_STRING_SETTING,
+    });
+    if !parameters.is_empty() {
+        trigger["parameterNames"] = json!(parameters);
+    }
+    trigger
+}
+
 fn http_output() -> Value {
     json!({"type": "http", "direction": "out", "name": binding::RES})
 }
@@ -142,6 +160,21 @@ pub fn function_json(cfg: &Config, def: &FunctionDef) -> Value {
             }
             None => Vec::new(),
         },
+        FunctionKind::Connected { hub } => {
+            vec![signalr_trigger(hub, "connections", "connected", &[])]
+        }
+        FunctionKind::Method { hub, method } => {
+            let parameters: &[&str] = match cfg.events_of(hub).and_then(|e| e.method(method)) {
+                Some(m) => match &m.action {
+                    crate::config::EventAction::Ack => &["messageId"],
+                    crate::config::EventAction::JoinGroup(_)
+                    | crate::config::EventAction::LeaveGroup(_) => &["group"],
+                    crate::config::EventAction::Relay { .. } => &[],
+                },
+                None => &[],
+            };
+            vec![signalr_trigger(hub, "messages", method, parameters)]
+        }
     };
     json!({ "bindings": bindings })
 }
@@ -321,7 +354,9 @@ pub fn init(cfg: &Config, config_text: &str, dir: &Path) -> Result<InitReport, F
         let path = match &def.kind {
             FunctionKind::Negotiate { hub } => cfg.hubs.get(hub).map(|h| &h.negotiate_path),
             FunctionKind::Route { index } => cfg.routes.get(*index).map(|r| &r.path),
-            FunctionKind::Schedule { .. } => None,
+            FunctionKind::Schedule { .. }
+            | FunctionKind::Connected { .. }
+            | FunctionKind::Method { .. } => None,
         };
         if let Some(path) = path
             && !trigger_route(path).1
@@ -331,6 +366,9 @@ pub fn init(cfg: &Config, config_text: &str, dir: &Path) -> Result<InitReport, F
                 def.name
             ));
         }
+    }
+    if !cfg.events.is_empty() {
+        report.notes.push("client events reach the app through the SignalR trigger: set the service's upstream URL to https://<app>.azurewebsites.net/runtime/webhooks/signalr?code=<signalr_extension key>".to_string());
     }
     for s in cfg.schedules.values() {
         let zone = s.cron.time_zone().name();

@@ -24,6 +24,8 @@ pub mod binding {
     pub const SIGNALR_MESSAGES: &str = "signalRMessages";
     /// The timer trigger (`Data.timer`).
     pub const TIMER: &str = "timer";
+    /// The `signalRTrigger` of client-event functions (`Data.invocation`).
+    pub const INVOCATION: &str = "invocation";
 }
 
 /// The app setting that holds the SignalR connection string (bindings and `delivery: direct`).
@@ -65,6 +67,8 @@ pub enum FunctionsError {
     DirectNeedsConnectionString,
     #[error("REST client: {0}")]
     Rest(#[from] crate::signalr::rest::RestError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     #[error(
         "custom-handler mode needs FUNCTIONS_CUSTOMHANDLER_PORT (the Functions host sets it): {0}"
     )]
@@ -90,6 +94,10 @@ pub enum FunctionKind {
     Route { index: usize },
     /// The schedule of this name.
     Schedule { name: String },
+    /// A client's `connected` event in this hub (`events.<hub>.connected`).
+    Connected { hub: String },
+    /// A client's invocation of this method in this hub (`events.<hub>.methods.<method>`).
+    Method { hub: String, method: String },
 }
 
 /// One function of the app: its folder name (= the name the host posts to) and its kind.
@@ -109,6 +117,10 @@ impl FunctionDef {
                 None => "a route".to_string(),
             },
             FunctionKind::Schedule { name } => format!("schedule `{name}`"),
+            FunctionKind::Connected { hub } => format!("the connected event of hub `{hub}`"),
+            FunctionKind::Method { hub, method } => {
+                format!("client method `{method}` of hub `{hub}`")
+            }
         }
     }
 }
@@ -144,7 +156,8 @@ pub fn valid_function_name(name: &str) -> bool {
 }
 
 /// The app's functions, in a fixed order (negotiate by hub, routes and schedules by name):
-/// `negotiate` (or `negotiate-{hub}` with several hubs), `route-{name}`, `schedule-{name}`.
+/// `negotiate` (or `negotiate-{hub}` with several hubs), `route-{name}`, `schedule-{name}`,
+/// then the client events: `connected-{hub}` and `method-{hub}-{method}`.
 /// Names are compared case-insensitively, as the Functions host does.
 pub fn function_table(cfg: &Config) -> Result<Vec<FunctionDef>, FunctionsError> {
     let mut defs = Vec::new();
@@ -178,6 +191,25 @@ pub fn function_table(cfg: &Config) -> Result<Vec<FunctionDef>, FunctionsError> 
             name: function_name("schedule", Some(name)),
             kind: FunctionKind::Schedule { name: name.clone() },
         });
+    }
+    for events in cfg.events.values() {
+        if events.send_retained {
+            defs.push(FunctionDef {
+                name: function_name("connected", Some(&events.hub)),
+                kind: FunctionKind::Connected {
+                    hub: events.hub.clone(),
+                },
+            });
+        }
+        for method in events.methods.values() {
+            defs.push(FunctionDef {
+                name: function_name("method", Some(&format!("{}-{}", events.hub, method.name))),
+                kind: FunctionKind::Method {
+                    hub: events.hub.clone(),
+                    method: method.name.clone(),
+                },
+            });
+        }
     }
     let mut seen: HashMap<String, &FunctionDef> = HashMap::new();
     for def in &defs {

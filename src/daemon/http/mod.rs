@@ -30,6 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::EndpointMatch;
 use crate::config::live::LiveConfig;
+use crate::daemon::events;
 use crate::daemon::reload::ReloadLog;
 use crate::signalr::rest::RestClient;
 use error::ApiError;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub limiters: Arc<rate_limit::RateLimiters>,
     /// Where accepted messages go: the state database, then the outbox worker.
     pub outbox: crate::daemon::outbox::Outbox,
+    /// Client events (upstream endpoint, presence, acknowledgements).
+    pub events: crate::daemon::events::Events,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,11 +99,36 @@ fn limited(state: &AppState, cfg: &crate::config::Config, index: usize) -> Optio
     Some(ApiError::too_many_requests(&route.name, wait))
 }
 
+/// Paths herald answers itself when no configured endpoint takes them.
+enum Builtin<'a> {
+    /// `GET /api/messages/{id}`: a message's acknowledgements.
+    Message(&'a str),
+    /// `GET /api/{hub}/presence`.
+    Presence(&'a str),
+}
+
+fn builtin(path: &str) -> Option<Builtin<'_>> {
+    if let Some(id) = path.strip_prefix(events::acks::PREFIX) {
+        return (!id.is_empty() && !id.contains('/')).then_some(Builtin::Message(id));
+    }
+    let hub = path.strip_prefix("/api/")?.strip_suffix("/presence")?;
+    (!hub.is_empty() && !hub.contains('/')).then_some(Builtin::Presence(hub))
+}
+
 /// Negotiate paths and status routes, looked up in the current snapshot.
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let cfg = state.live.current();
     let (parts, body) = req.into_parts();
-    let result = match cfg.endpoints.lookup(&parts.method, parts.uri.path()) {
+    let path = parts.uri.path();
+    if path == crate::signalr::upstream::FUNCTIONS_PATH {
+        let result = if parts.method == Method::POST {
+            events::upstream::handle(&state, &cfg, &parts.headers, body).await
+        } else {
+            Err(ApiError::method_not_allowed(vec![Method::POST]))
+        };
+        return result.unwrap_or_else(IntoResponse::into_response);
+    }
+    let result = match cfg.endpoints.lookup(&parts.method, path) {
         EndpointMatch::Negotiate(hub) => match cfg.hubs.get(hub) {
             Some(hub) => negotiate::negotiate(&state, hub, &parts.headers)
                 .await
@@ -131,11 +159,25 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             None => Err(ApiError::not_found("route not found")),
         },
         EndpointMatch::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
-        EndpointMatch::NotFound => Err(ApiError::not_found(format!(
-            "nothing is configured at {} {}",
-            parts.method,
-            parts.uri.path()
-        ))),
+        EndpointMatch::NotFound => match builtin(path) {
+            Some(_) if parts.method != Method::GET && parts.method != Method::HEAD => {
+                Err(ApiError::method_not_allowed(vec![Method::GET]))
+            }
+            Some(Builtin::Message(id)) => {
+                events::acks::message(&state, &cfg, id, &parts.headers).await
+            }
+            Some(Builtin::Presence(hub)) => match cfg.hub_named(hub) {
+                Some(hub) => {
+                    events::presence::presence(&state, hub, &parts.uri, &parts.headers).await
+                }
+                None => Err(ApiError::not_found(format!("no hub `{hub}` is configured"))),
+            },
+            None => Err(ApiError::not_found(format!(
+                "nothing is configured at {} {}",
+                parts.method,
+                parts.uri.path()
+            ))),
+        },
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     if parts.method == Method::HEAD {
