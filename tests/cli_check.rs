@@ -371,3 +371,39 @@ fn every_example_passes_check_with_exactly_the_variables_it_names() {
         }
     }
 }
+
+/// The `HERALD_` overlay, in a child process so no test changes this process's environment
+/// (a variable set here would leak into every parse running in parallel).
+#[test]
+fn environment_overrides_are_layered_and_their_unknown_keys_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "e.yaml",
+        "hubs:\n  h: {}\nhttp:\n  listen: 127.0.0.1:1\n",
+    );
+    let out = check_within(
+        &file,
+        &[("HERALD_HTTP__LISTEN", "0.0.0.0:9999".to_string())],
+        PROMPTLY,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("http: 0.0.0.0:9999"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = check_within(
+        &file,
+        &[("HERALD_HTTP__LISTN", "0.0.0.0:9999".to_string())],
+        PROMPTLY,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains(
+            "env HERALD_HTTP__LISTN: unknown key `listn` in `http`; did you mean `listen`?"
+        ),
+        "{all}"
+    );
+}

@@ -901,46 +901,6 @@ mod tests {
             "{found:?}"
         );
     }
-
-    #[test]
-    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
-    fn unknown_keys_from_the_environment_name_their_variable() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("HERALD_HTTP__LISTN", "0.0.0.0:9999");
-            let src = parse(
-                Path::new("f.yaml"),
-                "http:\n  listen: 127.0.0.1:1\n",
-                &env(&[]),
-            )
-            .map_err(|e| e.to_string())?;
-            let found: Vec<String> = src.problems.iter().map(|d| d.to_string()).collect();
-            assert_eq!(
-                found,
-                ["env HERALD_HTTP__LISTN: unknown key `listn` in `http`; did you mean `listen`?"]
-            );
-            assert_eq!(src.raw.http.listen, "127.0.0.1:1");
-            Ok(())
-        });
-    }
-
-    #[test]
-    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
-    fn env_overrides_are_layered_with_figment() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("HERALD_HTTP__LISTEN", "0.0.0.0:9999");
-            jail.set_env("HERALD_CONFIG", "ignored.yaml");
-            let src = parse(
-                Path::new("f.yaml"),
-                "http:\n  listen: 127.0.0.1:1\n",
-                &env(&[]),
-            )
-            .map_err(|e| e.to_string())?;
-            assert_eq!(src.raw.http.listen, "0.0.0.0:9999");
-            assert_eq!(
-                src.map.value_origin(&KeyPath::from(["http", "listen"])),
-                Origin::Env("HERALD_HTTP__LISTEN".into())
-            );
-            Ok(())
-        });
-    }
+    // The `HERALD_` environment overlay is tested in tests/cli_check.rs, in child processes:
+    // setting variables here would leak into every test that parses at the same time.
 }
