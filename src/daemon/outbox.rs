@@ -211,17 +211,40 @@ async fn deliver_round(
         let policy = policies.get(&hub).copied();
         async move {
             let mut round = Round::default();
+            // What the service took, removed from the outbox together at the end of the hub's
+            // round: the removals queue at once and share one commit (one fsync), instead of
+            // one commit per message. A crash before that commit sends them again on restart:
+            // the embedded service drops the repeats by message id.
+            let mut taken: Vec<(i64, Option<HistoryPolicy>)> = Vec::new();
             for p in messages {
                 if shutdown.is_cancelled() {
                     round.failed = true;
                     break;
                 }
-                match send(store, rest, &p, policy).await {
-                    Sent::Delivered => round.delivered += 1,
+                match send(rest, &p).await {
+                    Sent::Delivered => taken.push((p.seq, policy)),
+                    Sent::Dropped => taken.push((p.seq, None)),
                     Sent::Retry(asked) => {
                         round.failed = true;
                         round.retry_after = asked;
                         break;
+                    }
+                }
+            }
+            let removed = futures_util::future::join_all(
+                taken
+                    .iter()
+                    .map(|&(seq, policy)| store.delivered(seq, policy)),
+            )
+            .await;
+            for result in removed {
+                match result {
+                    Ok(()) => round.delivered += 1,
+                    Err(error) => {
+                        // Sent, but still in the outbox: sent again later (and dropped as a
+                        // repeat by the embedded service).
+                        tracing::error!(%error, "outbox: delivered but not removed");
+                        round.failed = true;
                     }
                 }
             }
@@ -237,17 +260,15 @@ async fn deliver_round(
 }
 
 enum Sent {
+    /// The service took it.
     Delivered,
+    /// The service refused it for good; it leaves the outbox without entering history.
+    Dropped,
     /// Not taken; the service's `Retry-After`, when it sent one.
     Retry(Option<Duration>),
 }
 
-async fn send(
-    store: &Store,
-    rest: &RestClient,
-    p: &Pending,
-    policy: Option<HistoryPolicy>,
-) -> Sent {
+async fn send(rest: &RestClient, p: &Pending) -> Sent {
     let started = std::time::Instant::now();
     let result = rest.send_with_id(&p.message, Some(&p.id)).await;
     metrics::histogram!(m::REST_REQUEST_DURATION, "operation" => "send")
@@ -258,12 +279,6 @@ async fn send(
             metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
                 "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
             .increment(1);
-            if let Err(error) = store.delivered(p.seq, policy).await {
-                // Sent, but still in the outbox: sent again later (and dropped as a repeat by
-                // the embedded service).
-                tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
-                return Sent::Retry(None);
-            }
             Sent::Delivered
         }
         Err(error) if permanent(&error) => {
@@ -275,10 +290,7 @@ async fn send(
                 "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "refused")
             .increment(1);
             metrics::counter!(m::OUTBOX_DROPPED).increment(1);
-            match store.delivered(p.seq, None).await {
-                Ok(()) => Sent::Delivered,
-                Err(_) => Sent::Retry(None),
-            }
+            Sent::Dropped
         }
         Err(error) => {
             let cause = crate::daemon::delivery::full_cause(&error);
