@@ -276,7 +276,9 @@ pub async fn run(args: Args) -> Result<()> {
             }));
         }
         for j in joins {
-            j.await.context("join task")?.context("adding a connection to its group")?;
+            j.await
+                .context("join task")?
+                .context("adding a connection to its group")?;
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -433,10 +435,12 @@ async fn publish(
             if !key.is_empty() {
                 req = req.header("x-api-key", key);
             }
-            let r = req.send().await.map_err(anyhow::Error::from).and_then(|r| {
-                r.error_for_status().map_err(anyhow::Error::from)
-            });
-            drop(permit);
+            let r = req
+                .send()
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.error_for_status().map_err(anyhow::Error::from));
+            // Count before the permit goes back: the phase ends when every permit is back.
             match r {
                 Ok(_) => {
                     accepted.fetch_add(1, Ordering::Relaxed);
@@ -450,6 +454,7 @@ async fn publish(
                     }
                 }
             }
+            drop(permit);
         });
     }
     let sent_secs = start.elapsed().as_secs_f64();
@@ -558,8 +563,7 @@ pub fn rest_token(service: &str, path: &str, key: &str) -> Result<String> {
     let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let claims = B64.encode(json!({ "aud": aud, "exp": exp }).to_string());
     let signing = format!("{header}.{claims}");
-    let mut mac =
-        Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).context("HMAC key")?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).context("HMAC key")?;
     mac.update(signing.as_bytes());
     Ok(format!(
         "{signing}.{}",

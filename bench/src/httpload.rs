@@ -99,7 +99,8 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
     for w in workers {
-        hist.add(w.await.context("worker")?).context("merging histograms")?;
+        hist.add(w.await.context("worker")?)
+            .context("merging histograms")?;
     }
     let wall = started.elapsed().as_secs_f64();
     let (server_cpu_pct, _) = cpu.since()?;
@@ -120,7 +121,12 @@ pub async fn run(args: Args) -> Result<()> {
     });
     eprintln!(
         "[{}] {}: {:.0}/s ok, {} errors, p99 {:.2} ms, server CPU {:.0}%",
-        args.server, args.what, record["per_s"].as_f64().unwrap_or(0.0), record["errors"], ms(0.99), server_cpu_pct
+        args.server,
+        args.what,
+        record["per_s"].as_f64().unwrap_or(0.0),
+        record["errors"],
+        ms(0.99),
+        server_cpu_pct
     );
     use std::io::Write;
     let mut out = std::fs::OpenOptions::new()

@@ -10,7 +10,10 @@ mod report;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "herald-bench", about = "Benchmarks herald against reference servers")]
+#[command(
+    name = "herald-bench",
+    about = "Benchmarks herald against reference servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +31,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herald-bench: starting the runtime: {e}");

@@ -89,10 +89,7 @@ async fn signalr(
         .json()
         .await
         .with_context(|| format!("negotiate {url}: body"))?;
-    let (base, query) = redirect
-        .url
-        .split_once('?')
-        .unwrap_or((&redirect.url, ""));
+    let (base, query) = redirect.url.split_once('?').unwrap_or((&redirect.url, ""));
     let slash = if base.ends_with('/') { "" } else { "/" };
     let negotiate = format!("{base}{slash}negotiate?{query}&negotiateVersion=1");
     let negotiated: Negotiated = http
@@ -325,7 +322,11 @@ mod tests {
         decode(Proto::SignalrJson, frame, &mut f);
         assert_eq!(f.deliveries, vec![(7, 123), (8, 5)]);
         assert!(!f.closed);
-        decode(Proto::SignalrJson, b"{\"type\":7,\"error\":\"x\"}\x1e", &mut f);
+        decode(
+            Proto::SignalrJson,
+            b"{\"type\":7,\"error\":\"x\"}\x1e",
+            &mut f,
+        );
         assert!(f.closed);
     }
 

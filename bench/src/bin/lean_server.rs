@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 #[derive(Parser)]
@@ -28,7 +29,9 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let (tx, _) = broadcast::channel::<Utf8Bytes>(args.capacity);
-    let ws = TcpListener::bind(args.ws).await.with_context(|| format!("binding {}", args.ws))?;
+    let ws = TcpListener::bind(args.ws)
+        .await
+        .with_context(|| format!("binding {}", args.ws))?;
     let http = TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding {}", args.http))?;
@@ -36,7 +39,9 @@ async fn main() -> Result<()> {
     let publisher = tx.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = http.accept().await else { continue };
+            let Ok((stream, _)) = http.accept().await else {
+                continue;
+            };
             let tx = publisher.clone();
             tokio::spawn(async move {
                 let _ = serve_http(stream, tx).await;
@@ -54,7 +59,11 @@ async fn main() -> Result<()> {
 
 async fn serve_ws(stream: TcpStream, mut rx: broadcast::Receiver<Utf8Bytes>) -> Result<()> {
     let _ = stream.set_nodelay(true);
-    let ws = tokio_tungstenite::accept_async(stream).await?;
+    // Small buffers, as a server sized for many idle connections would use.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
     let (mut sink, mut source) = ws.split();
     loop {
         tokio::select! {
