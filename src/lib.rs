@@ -20,15 +20,18 @@
 //! config/         model (the YAML shape) → source (spans, ${VAR}, HERALD_ env) → compile →
 //!                 Config; live (ArcSwap snapshot), watch (file watcher), schema
 //! signalr/        ServiceEndpoint (connection strings), names (REST naming rules), token,
-//!                 rest/ (RestClient), protocol/, upstream (X-ASRS headers, signatures)
+//!                 endpoints, rest/ (RestClient over one or several endpoints), protocol/,
+//!                 upstream (X-ASRS headers, signatures)
 //! cluster/        scale-out on Redis: backplane transport, fire locks, idempotency, presence
 //! store/          the state database (SQLite): outbox, idempotency keys, history, retained
 //! service/        the embedded SignalR-compatible service: negotiate, transports, registry,
-//!                 fan-out, data-plane REST API
+//!                 fan-out, data-plane REST API, upstream sender, backplane/, dedupe, replay
 //! daemon/         `herald run`: composition (mod.rs), endpoint (Azure or embedded), http
-//!                 (negotiate, status routes, history, health, metrics), outbox (delivers
-//!                 what the store holds), schedule, reload, delivery, auth; functions/ (Azure Functions custom handler: handler.rs
-//!                 serves host invocations with the same code, init.rs generates the app)
+//!                 (negotiate, status routes, history, page, health, metrics), events
+//!                 (upstream endpoint: acks, groups, relays, presence), outbox (delivers
+//!                 what the store holds), schedule, reload, delivery, auth; functions/
+//!                 (Azure Functions custom handler: handler.rs serves host invocations with
+//!                 the same code, init.rs generates the app)
 //! ```
 
 pub mod cli;
