@@ -76,9 +76,14 @@ impl Outbox {
         self.cluster.as_ref()
     }
 
-    /// The state database (history and retained reads).
+    /// The state database.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// History and retained reads: cluster-wide from Redis when clustered, else the store.
+    pub fn shared(&self) -> crate::cluster::Shared {
+        crate::cluster::Shared::new(self.store.clone(), self.cluster.clone())
     }
 
     /// Store `accept` durably and wake the worker. Once this returns `Stored`, the messages
@@ -89,9 +94,24 @@ impl Outbox {
         {
             return Ok(seen);
         }
+        let retained: Vec<_> = match &self.cluster {
+            Some(_) => accept
+                .messages
+                .iter()
+                .filter_map(|m| Some((m.retain.clone()?, m.id.clone(), m.message.clone())))
+                .collect(),
+            None => Vec::new(),
+        };
         let accepted = self.store.accept(accept).await?;
         if matches!(accepted, Accepted::Stored(_)) {
             self.signal.notify();
+            if let Some(cluster) = &self.cluster
+                && let Err(error) = cluster
+                    .keep_retained(&retained, crate::store::now_ms())
+                    .await
+            {
+                tracing::warn!(%error, "cluster: retained status kept on this node only");
+            }
         }
         Ok(accepted)
     }
@@ -125,7 +145,11 @@ pub async fn run(
     idempotency_window: Arc<dyn Fn() -> Duration + Send + Sync>,
     shutdown: CancellationToken,
 ) {
-    let Outbox { store, signal, .. } = outbox;
+    let Outbox {
+        store,
+        signal,
+        cluster,
+    } = outbox;
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
@@ -161,7 +185,8 @@ pub async fn run(
             }
             continue;
         }
-        let round = deliver_round(&store, &rest, &history, batch, &shutdown).await;
+        let round =
+            deliver_round(&store, cluster.as_ref(), &rest, &history, batch, &shutdown).await;
         if round.failed {
             let wait = round
                 .retry_after
@@ -194,6 +219,7 @@ async fn pause(
 /// at its first failure so that its order holds.
 async fn deliver_round(
     store: &Store,
+    cluster: Option<&crate::cluster::Cluster>,
     rest: &RestClient,
     history: &HistoryPolicies,
     batch: Vec<Pending>,
@@ -216,7 +242,7 @@ async fn deliver_round(
                     round.failed = true;
                     break;
                 }
-                match send(store, rest, &p, policy).await {
+                match send(store, cluster, rest, &p, policy).await {
                     Sent::Delivered => round.delivered += 1,
                     Sent::Retry(asked) => {
                         round.failed = true;
@@ -244,6 +270,7 @@ enum Sent {
 
 async fn send(
     store: &Store,
+    cluster: Option<&crate::cluster::Cluster>,
     rest: &RestClient,
     p: &Pending,
     policy: Option<HistoryPolicy>,
@@ -263,6 +290,13 @@ async fn send(
                 // the embedded service).
                 tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
                 return Sent::Retry(None);
+            }
+            if let (Some(cluster), Some(policy)) = (cluster, policy)
+                && let Err(error) = cluster
+                    .keep_history(&p.id, p.accepted_ms, &p.message, policy)
+                    .await
+            {
+                tracing::warn!(id = %p.id, %error, "cluster: history entry kept on this node only");
             }
             Sent::Delivered
         }
