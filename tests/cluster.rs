@@ -566,3 +566,25 @@ fn presence_on_any_node_counts_the_clients_of_all_three() {
         assert_eq!(p["node"]["connections"], own, "node {}: {p}", i + 1);
     }
 }
+
+#[test]
+fn a_new_connection_on_node_3_gets_statuses_retained_through_nodes_1_and_2() {
+    let redis = Redis::start();
+    let events = "events:\n  notifications:\n    connected: {send_retained: true}\n";
+    let n: Vec<Daemon> = (0..3)
+        .map(|_| Daemon::start(&format!("{}{events}", config(&redis, false)), &[]))
+        .collect();
+    wait_cluster(&n.iter().collect::<Vec<_>>(), "ok");
+    post(&n[0], "/api/retained/web", "web up");
+    post(&n[1], "/api/retained/db", "db up");
+    poll(
+        "both statuses retained in the cluster",
+        || get_json(&n[2], "/status-page/retained?hub=notifications"),
+        |v| v["retained"].as_array().is_some_and(|r| r.len() == 2),
+    );
+    let mut c = client(&n[2], &[]);
+    c.wait_for(WAIT, |v| v["event"] == "message" && v["args"][0] == "db up");
+    let mut got = statuses(&mut c);
+    got.sort_by_key(|a| a.to_string());
+    assert_eq!(got, vec![json!("db up"), json!("web up")]);
+}
