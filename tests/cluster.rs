@@ -113,6 +113,12 @@ routes:
     template: status
     to: {{user: "{{{{ params.name }}}}"}}
     auth: {{api_key: {KEY}}}
+  retained:
+    path: /api/retained/{{name}}
+    hub: notifications
+    template: status
+    retain: true
+    auth: {{api_key: {KEY}}}
   group:
     path: /api/groups/{{name}}
     hub: notifications
@@ -159,6 +165,34 @@ fn get_json(d: &Daemon, path: &str) -> Value {
             .await
             .unwrap()
     })
+}
+
+/// GET `path` as the user `user` (the hub's `x-user` header).
+fn get_json_as(d: &Daemon, path: &str, user: &str) -> Value {
+    runtime().block_on(async {
+        reqwest::Client::new()
+            .get(d.url(path))
+            .header("x-user", user)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    })
+}
+
+/// Poll `probe` until `done` holds of its answer; the last answer.
+fn poll(what: &str, mut probe: impl FnMut() -> Value, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = probe();
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never came: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Wait until every node's `/readyz` says `cluster: want`.
@@ -402,4 +436,155 @@ fn redis_away_keeps_local_delivery_and_cross_node_delivery_resumes() {
     let logs = n[0]
         .logs_with("cluster: Redis is away; serving local connections only, retrying with backoff");
     assert_eq!(logs.len(), 1, "logged once per outage");
+}
+
+#[test]
+fn history_and_retained_answer_the_same_on_every_node() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, false);
+    wait_cluster(&n.iter().collect::<Vec<_>>(), "ok");
+    post(&n[0], "/api/status", "one");
+    post(&n[1], "/api/status", "two");
+    post(&n[1], "/api/users/alice", "for alice");
+    post(&n[1], "/api/retained/db", "db first");
+    post(&n[0], "/api/retained/db", "db second");
+    post(&n[1], "/api/retained/web", "web up");
+    // Each node delivers (and keeps) what it accepted; wait until all six are kept.
+    let history = "/api/notifications/history";
+    poll(
+        "six kept messages",
+        || get_json_as(&n[2], history, "alice"),
+        |v| v["messages"].as_array().is_some_and(|m| m.len() == 6),
+    );
+    let alice: Vec<Value> = n.iter().map(|d| get_json_as(d, history, "alice")).collect();
+    for (i, answer) in alice.iter().enumerate() {
+        assert_eq!(answer["source"], "cluster", "node {}: {answer}", i + 1);
+        assert_eq!(answer, &alice[0], "node {} differs from node 1", i + 1);
+    }
+    let mut args: Vec<Value> = alice[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["arguments"][0].clone())
+        .collect();
+    args.sort_by_key(|a| a.to_string());
+    let mut want = vec![
+        json!("one"),
+        json!("two"),
+        json!("for alice"),
+        json!("db first"),
+        json!("db second"),
+        json!("web up"),
+    ];
+    want.sort_by_key(|a| a.to_string());
+    assert_eq!(args, want);
+    // Another user does not see alice's message, on any node; `after` works the same.
+    let first = alice[0]["messages"][0]["id"].as_str().unwrap().to_string();
+    let after = format!("{history}?after={first}");
+    let bob: Vec<Value> = n.iter().map(|d| get_json_as(d, &after, "bob")).collect();
+    assert_eq!(
+        bob[0]["messages"].as_array().map(Vec::len),
+        Some(4),
+        "{}",
+        bob[0]
+    );
+    assert!(bob[0].get("reset").is_none(), "{}", bob[0]);
+    for answer in &bob {
+        assert_eq!(answer, &bob[0]);
+    }
+    // The retained status is the latest one, whichever node accepted it.
+    let db: Vec<Value> = n.iter().map(|d| get_json(d, "/api/retained/db")).collect();
+    for answer in &db {
+        assert_eq!(answer["arguments"], json!(["db second"]), "{answer}");
+        assert_eq!(answer["source"], "cluster", "{answer}");
+        assert_eq!(answer, &db[0]);
+    }
+    let web = get_json(&n[0], "/api/retained/web");
+    assert_eq!(web["arguments"], json!(["web up"]), "{web}");
+    // The status page's list, too.
+    let page: Vec<Value> = n
+        .iter()
+        .map(|d| get_json(d, "/status-page/retained?hub=notifications"))
+        .collect();
+    for answer in &page {
+        assert_eq!(answer["source"], "cluster", "{answer}");
+        assert_eq!(
+            answer["retained"].as_array().map(Vec::len),
+            Some(2),
+            "{answer}"
+        );
+        assert_eq!(answer, &page[0]);
+    }
+}
+
+#[test]
+fn history_falls_back_to_the_local_store_while_redis_is_away() {
+    let mut redis = Redis::start();
+    let n = nodes(&redis, 2, false);
+    wait_cluster(&n.iter().collect::<Vec<_>>(), "ok");
+    post(&n[0], "/api/status", "kept");
+    let history = "/api/notifications/history";
+    poll(
+        "a kept message on node 2",
+        || get_json(&n[1], history),
+        |v| v["messages"].as_array().is_some_and(|m| m.len() == 1),
+    );
+    redis.stop();
+    wait_cluster(&[&n[0], &n[1]], "degraded");
+    // Node 1 delivered it and has it; node 2 only had it through Redis.
+    let one = get_json(&n[0], history);
+    assert_eq!(one["source"], "local", "{one}");
+    assert_eq!(one["messages"][0]["arguments"], json!(["kept"]), "{one}");
+    let two = get_json(&n[1], history);
+    assert_eq!(two["source"], "local", "{two}");
+    assert_eq!(two["messages"], json!([]), "{two}");
+}
+
+#[test]
+fn presence_on_any_node_counts_the_clients_of_all_three() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, false);
+    wait_cluster(&n.iter().collect::<Vec<_>>(), "ok");
+    let _clients = [
+        client(&n[0], &["--header", "x-user=alice"]),
+        client(&n[1], &["--header", "x-user=bob"]),
+        client(&n[2], &["--header", "x-user=carol"]),
+        client(&n[2], &["--header", "x-user=carol"]),
+    ];
+    for (i, d) in n.iter().enumerate() {
+        let p = poll(
+            "four connections in the cluster",
+            || get_json(d, "/api/notifications/presence"),
+            |v| v["connections"] == 4,
+        );
+        assert_eq!(p["source"], "cluster", "node {}: {p}", i + 1);
+        assert_eq!(p["nodes"], 3, "{p}");
+        // Three distinct users: carol's two connections are on one node.
+        assert_eq!(p["users"], 3, "{p}");
+        assert_eq!(p["users_upper_bound"], true, "{p}");
+        let own = [1, 1, 2][i];
+        assert_eq!(p["node"]["connections"], own, "node {}: {p}", i + 1);
+    }
+}
+
+#[test]
+fn a_new_connection_on_node_3_gets_statuses_retained_through_nodes_1_and_2() {
+    let redis = Redis::start();
+    let events = "events:\n  notifications:\n    connected: {send_retained: true}\n";
+    let n: Vec<Daemon> = (0..3)
+        .map(|_| Daemon::start(&format!("{}{events}", config(&redis, false)), &[]))
+        .collect();
+    wait_cluster(&n.iter().collect::<Vec<_>>(), "ok");
+    post(&n[0], "/api/retained/web", "web up");
+    post(&n[1], "/api/retained/db", "db up");
+    poll(
+        "both statuses retained in the cluster",
+        || get_json(&n[2], "/status-page/retained?hub=notifications"),
+        |v| v["retained"].as_array().is_some_and(|r| r.len() == 2),
+    );
+    let mut c = client(&n[2], &[]);
+    c.wait_for(WAIT, |v| v["event"] == "message" && v["args"][0] == "db up");
+    let mut got = statuses(&mut c);
+    got.sort_by_key(|a| a.to_string());
+    assert_eq!(got, vec![json!("db up"), json!("web up")]);
 }

@@ -12,8 +12,15 @@
 //! herald:fire:{schedule}:{instant_ms}   SET NX PX 60000, value = node id (fencing value)
 //! herald:idem:{scope}:{key}             SET NX PX window, value = the first answer
 //! herald:user-groups                    hash ["hub","group","user"] → expiry (ms since epoch)
-//! herald:node:{node}                    this node's connection count, PX 15 s, refreshed
+//! herald:node:{node}                    hash: `connections` (this node's total) and
+//!                                       `hub:{hub}` → "connections users" per hub,
+//!                                       PX 15 s, refreshed every second
+//! herald:history:{hub}, herald:retained:{hub}   cluster-wide history and retained
+//!                                       statuses (see `shared.rs`)
 //! ```
+//!
+//! Cluster-wide presence sums the nodes' per-hub counts: connections exactly, users as an
+//! upper bound (a user connected to two nodes counts twice).
 //!
 //! Faults: while Redis is away every node keeps serving its own connections; publishes fail
 //! fast (counted, not buffered: a late replay would deliver twice what each node already
@@ -21,7 +28,9 @@
 //! subscriber retries with backoff. One log line when Redis goes away, one when it is back.
 
 mod backplane;
+mod shared;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,6 +43,7 @@ use crate::service::ServiceHandle;
 use crate::service::backplane::Envelope;
 
 pub use backplane::RedisBackplane;
+pub use shared::Shared;
 
 /// The pub/sub channel every node publishes to and subscribes to.
 pub const CHANNEL: &str = "herald:backplane";
@@ -248,6 +258,19 @@ impl Cluster {
         }
     }
 
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ClusterError> {
+        let mut conn = self.inner.commands.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT * 2, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ClusterError::Command { command, source }),
+            Err(_) => Err(ClusterError::Timeout(command)),
+        }
+    }
+
     /// Take the lock of one schedule fire: `true` if this node won it and must store the
     /// fire. Held for [`FIRE_LOCK`], so it outlives reloads and restarts of any node.
     pub async fn claim_fire(&self, schedule: &str, instant_ms: i64) -> Result<bool, ClusterError> {
@@ -296,19 +319,47 @@ impl Cluster {
         Ok(first)
     }
 
-    /// Connections over every live node: (nodes, connections).
-    pub async fn presence(&self) -> Result<(usize, u64), ClusterError> {
+    /// Every live node's presence hash.
+    async fn node_presence(&self) -> Result<Vec<HashMap<String, String>>, ClusterError> {
         let keys: Vec<String> = self
             .query("KEYS (presence)", redis::cmd("KEYS").arg("herald:node:*"))
             .await?;
         if keys.is_empty() {
-            return Ok((0, 0));
+            return Ok(Vec::new());
         }
-        let counts: Vec<Option<u64>> = self
-            .query("MGET (presence)", redis::cmd("MGET").arg(&keys))
-            .await?;
-        let live = counts.iter().flatten().count();
-        Ok((live, counts.into_iter().flatten().sum()))
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        let all: Vec<HashMap<String, String>> =
+            self.query_pipe("HGETALL (presence)", &pipe).await?;
+        // A key that expired between KEYS and HGETALL answers an empty hash.
+        Ok(all.into_iter().filter(|h| !h.is_empty()).collect())
+    }
+
+    /// Connections over every live node: (nodes, connections).
+    pub async fn presence(&self) -> Result<(usize, u64), ClusterError> {
+        let nodes = self.node_presence().await?;
+        let connections = nodes
+            .iter()
+            .filter_map(|h| h.get("connections")?.parse::<u64>().ok())
+            .sum();
+        Ok((nodes.len(), connections))
+    }
+
+    /// `hub` over every live node: (nodes, connections, users). Users are summed over
+    /// nodes, so an upper bound: one user connected to two nodes counts twice.
+    pub async fn hub_presence(&self, hub: &str) -> Result<(usize, u64, u64), ClusterError> {
+        let nodes = self.node_presence().await?;
+        let field = format!("hub:{}", hub.to_ascii_lowercase());
+        let (mut connections, mut users) = (0, 0);
+        for node in &nodes {
+            if let Some((c, u)) = node.get(&field).and_then(|v| v.split_once(' ')) {
+                connections += c.parse::<u64>().unwrap_or(0);
+                users += u.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok((nodes.len(), connections, users))
     }
 }
 
@@ -317,15 +368,20 @@ async fn probe(cluster: Cluster, service: ServiceHandle) {
     let key = format!("herald:node:{}", cluster.node());
     loop {
         let count = service.connection_count() as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&key).ignore();
+        pipe.cmd("HSET").arg(&key).arg("connections").arg(count);
+        for (hub, connections, users) in service.hub_counts() {
+            pipe.arg(format!("hub:{hub}"))
+                .arg(format!("{connections} {users}"));
+        }
+        pipe.ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(PRESENCE_TTL.as_millis() as u64)
+            .ignore();
         let ok = cluster
-            .query::<()>(
-                "SET (presence)",
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(count)
-                    .arg("PX")
-                    .arg(PRESENCE_TTL.as_millis() as u64),
-            )
+            .query_pipe::<()>("HSET (presence)", &pipe)
             .await
             .is_ok();
         cluster.inner.commands_up.store(ok, Ordering::Relaxed);

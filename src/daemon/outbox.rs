@@ -76,9 +76,14 @@ impl Outbox {
         self.cluster.as_ref()
     }
 
-    /// The state database (history and retained reads).
+    /// The state database.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// History and retained reads: cluster-wide from Redis when clustered, else the store.
+    pub fn shared(&self) -> crate::cluster::Shared {
+        crate::cluster::Shared::new(self.store.clone(), self.cluster.clone())
     }
 
     /// Store `accept` durably and wake the worker. Once this returns `Stored`, the messages
@@ -89,9 +94,24 @@ impl Outbox {
         {
             return Ok(seen);
         }
+        let retained: Vec<_> = match &self.cluster {
+            Some(_) => accept
+                .messages
+                .iter()
+                .filter_map(|m| Some((m.retain.clone()?, m.id.clone(), m.message.clone())))
+                .collect(),
+            None => Vec::new(),
+        };
         let accepted = self.store.accept(accept).await?;
         if matches!(accepted, Accepted::Stored(_)) {
             self.signal.notify();
+            if let Some(cluster) = &self.cluster
+                && let Err(error) = cluster
+                    .keep_retained(&retained, crate::store::now_ms())
+                    .await
+            {
+                tracing::warn!(%error, "cluster: retained status kept on this node only");
+            }
         }
         Ok(accepted)
     }
@@ -125,7 +145,11 @@ pub async fn run(
     idempotency_window: Arc<dyn Fn() -> Duration + Send + Sync>,
     shutdown: CancellationToken,
 ) {
-    let Outbox { store, signal, .. } = outbox;
+    let Outbox {
+        store,
+        signal,
+        cluster,
+    } = outbox;
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
@@ -161,7 +185,8 @@ pub async fn run(
             }
             continue;
         }
-        let round = deliver_round(&store, &rest, &history, batch, &shutdown).await;
+        let round =
+            deliver_round(&store, cluster.as_ref(), &rest, &history, batch, &shutdown).await;
         if round.failed {
             let wait = round
                 .retry_after
@@ -194,6 +219,7 @@ async fn pause(
 /// at its first failure so that its order holds.
 async fn deliver_round(
     store: &Store,
+    cluster: Option<&crate::cluster::Cluster>,
     rest: &RestClient,
     history: &HistoryPolicies,
     batch: Vec<Pending>,
@@ -215,15 +241,15 @@ async fn deliver_round(
             // round: the removals queue at once and share one commit (one fsync), instead of
             // one commit per message. A crash before that commit sends them again on restart:
             // the embedded service drops the repeats by message id.
-            let mut taken: Vec<(i64, Option<HistoryPolicy>)> = Vec::new();
+            let mut taken: Vec<(Pending, Option<HistoryPolicy>)> = Vec::new();
             for p in messages {
                 if shutdown.is_cancelled() {
                     round.failed = true;
                     break;
                 }
                 match send(rest, &p).await {
-                    Sent::Delivered => taken.push((p.seq, policy)),
-                    Sent::Dropped => taken.push((p.seq, None)),
+                    Sent::Delivered => taken.push((p, policy)),
+                    Sent::Dropped => taken.push((p, None)),
                     Sent::Retry(asked) => {
                         round.failed = true;
                         round.retry_after = asked;
@@ -234,18 +260,27 @@ async fn deliver_round(
             let removed = futures_util::future::join_all(
                 taken
                     .iter()
-                    .map(|&(seq, policy)| store.delivered(seq, policy)),
+                    .map(|(p, policy)| store.delivered(p.seq, *policy)),
             )
             .await;
-            for result in removed {
+            for ((p, policy), result) in taken.iter().zip(removed) {
                 match result {
                     Ok(()) => round.delivered += 1,
                     Err(error) => {
                         // Sent, but still in the outbox: sent again later (and dropped as a
                         // repeat by the embedded service).
-                        tracing::error!(%error, "outbox: delivered but not removed");
+                        tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
                         round.failed = true;
+                        continue;
                     }
+                }
+                // Clustered: the delivering node also keeps the entry in the shared history.
+                if let (Some(cluster), Some(policy)) = (cluster, policy)
+                    && let Err(error) = cluster
+                        .keep_history(&p.id, p.accepted_ms, &p.message, *policy)
+                        .await
+                {
+                    tracing::warn!(id = %p.id, %error, "cluster: history entry kept on this node only");
                 }
             }
             round

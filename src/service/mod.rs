@@ -550,6 +550,11 @@ impl ServiceHandle {
         }
     }
 
+    /// Per lowercased hub with a connection: (hub, connections, distinct users).
+    pub fn hub_counts(&self) -> Vec<(String, usize, usize)> {
+        self.shared.registry.hub_counts()
+    }
+
     /// Connections that completed their handshake, over all hubs.
     pub fn connection_count(&self) -> usize {
         self.shared.registry.connected_count()

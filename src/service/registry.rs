@@ -293,6 +293,16 @@ impl Registry {
         }
     }
 
+    /// Per lowercased hub with a connection: (hub, connections, distinct users).
+    pub(crate) fn hub_counts(&self) -> Vec<(String, usize, usize)> {
+        self.read()
+            .hubs
+            .iter()
+            .filter(|(_, h)| !h.connections.is_empty())
+            .map(|(name, h)| (name.clone(), h.connections.len(), h.users.len()))
+            .collect()
+    }
+
     /// Connected connections, over all hubs.
     pub(crate) fn connected_count(&self) -> usize {
         self.read().hubs.values().map(|h| h.connections.len()).sum()

@@ -71,8 +71,17 @@ impl Events {
             count(&caller.hub, "connected", "ok");
             return;
         }
-        let retained = match self.store.retained_in_hub(&caller.hub).await {
-            Ok(r) => r,
+        // Clustered: the cluster-wide statuses (Redis), whichever node accepted them.
+        let read = match &self.outbox {
+            Some(outbox) => outbox.shared().retained_in_hub(&caller.hub).await,
+            None => self
+                .store
+                .retained_in_hub(&caller.hub)
+                .await
+                .map(|r| (r, None)),
+        };
+        let retained = match read {
+            Ok((r, _)) => r,
             Err(error) => {
                 tracing::error!(%error, hub = %caller.hub, "cannot read retained statuses for a new connection");
                 count(&caller.hub, "connected", "failed");

@@ -94,8 +94,11 @@ struct PresenceQuery {
 }
 
 /// `GET /api/{hub}/presence[?user=U][&group=G]` → `{"hub", "connections", "users",
-/// "source"}` (`service` or `events`; the embedded service adds `groups` and `transports`), plus `"user": {"id", "connected"}` and `"group": {"name", "connected"}` when
-/// asked (those two ask the service, which knows for sure).
+/// "source"}` (`service` or `events`; the embedded service adds `groups` and `transports`).
+/// Clustered, `source` is `cluster`: connections and users are summed over the live nodes
+/// (`nodes`; users as an upper bound, `"users_upper_bound": true`: a user on two nodes counts
+/// twice) and this node's own answer is under `node`. Plus `"user": {"id", "connected"}`
+/// and `"group": {"name", "connected"}` when asked (those two ask the service, which knows for sure).
 pub async fn presence(
     state: &AppState,
     hub: &Hub,
@@ -106,7 +109,26 @@ pub async fn presence(
     let query: PresenceQuery = axum::extract::Query::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let (mut body, source) = service_counts(state, &hub.name).await;
+    let (mut body, mut source) = service_counts(state, &hub.name).await;
+    if let Some(cluster) = state.outbox.cluster() {
+        // Clustered: the sum over every live node; this node's own answer under `node`.
+        match cluster.hub_presence(&hub.name).await {
+            Ok((nodes, connections, users)) => {
+                body = json!({
+                    "connections": connections,
+                    "users": users,
+                    "users_upper_bound": true,
+                    "nodes": nodes,
+                    "node": body,
+                });
+                source = "cluster";
+            }
+            Err(error) => {
+                tracing::warn!(%error, hub = %hub.name, "presence: Redis did not answer; counting this node only");
+                body["nodes"] = json!(1);
+            }
+        }
+    }
     body["hub"] = json!(hub.name);
     body["source"] = json!(source);
     if let Some(user) = query.user.filter(|u| !u.is_empty()) {

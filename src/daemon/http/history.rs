@@ -1,6 +1,7 @@
 //! Reading what herald kept: `GET` on a hub's history path (the messages after a given id,
 //! for a client that reconnects; the same caller check as negotiate) and `GET` on a retaining
-//! route's path (its latest status).
+//! route's path (its latest status). Clustered, both answer from Redis (`"source":
+//! "cluster"`), or from this node's store while Redis is away (`"source": "local"`).
 
 use axum::Json;
 use axum::http::{HeaderMap, Uri};
@@ -49,25 +50,28 @@ pub async fn history(
         },
     };
     let after = query.after.filter(|a| !a.is_empty());
-    let store = state.outbox.store();
-    let found = store
+    // Clustered: from Redis (the same on every node), or this node's store while it is away.
+    let shared = state.outbox.shared();
+    let (found, source) = shared
         .history(&hub.name, after.clone(), user.clone(), limit)
         .await
         .map_err(unavailable)?;
     let (messages, reset) = match found {
         Some(messages) => (messages, false),
         None => {
-            let all = store
+            let (all, _) = shared
                 .history(&hub.name, None, user, limit)
                 .await
-                .map_err(unavailable)?
-                .unwrap_or_default();
-            (all, true)
+                .map_err(unavailable)?;
+            (all.unwrap_or_default(), true)
         }
     };
     let mut body = json!({ "messages": messages });
     if reset {
         body["reset"] = json!(true);
+    }
+    if let Some(source) = source {
+        body["source"] = json!(source);
     }
     Ok(Json(body).into_response())
 }
@@ -79,20 +83,25 @@ pub async fn retained(state: &AppState, route: &Route, path: &str) -> Result<Res
         source: format!("route:{}", route.name),
         key: path.to_string(),
     };
-    match state
+    let (found, source) = state
         .outbox
-        .store()
-        .retained(key)
+        .shared()
+        .retained(&route.hub, key)
         .await
-        .map_err(unavailable)?
-    {
-        Some(r) => Ok(Json(json!({
-            "id": r.id,
-            "time": rfc3339_ms(r.time_ms),
-            "target": r.message.target,
-            "arguments": r.message.arguments,
-        }))
-        .into_response()),
+        .map_err(unavailable)?;
+    match found {
+        Some(r) => {
+            let mut body = json!({
+                "id": r.id,
+                "time": rfc3339_ms(r.time_ms),
+                "target": r.message.target,
+                "arguments": r.message.arguments,
+            });
+            if let Some(source) = source {
+                body["source"] = json!(source);
+            }
+            Ok(Json(body).into_response())
+        }
         None => Err(ApiError::not_found(format!(
             "no status has been sent to {path} yet"
         ))),

@@ -117,9 +117,9 @@ async fn retained_json(
 ) -> Result<Value, ApiError> {
     let hub = pick_hub(cfg, uri)?;
     let user = user_id(hub, headers)?;
-    let all = state
+    let (all, source) = state
         .outbox
-        .store()
+        .shared()
         .retained_in_hub(&hub.name)
         .await
         .map_err(|e| {
@@ -142,7 +142,11 @@ async fn retained_json(
             })
         })
         .collect();
-    Ok(json!({ "retained": retained }))
+    let mut body = json!({ "retained": retained });
+    if let Some(source) = source {
+        body["source"] = json!(source);
+    }
+    Ok(body)
 }
 
 /// The hub named by `?hub=` (exact, then ignoring case), or the first hub.
