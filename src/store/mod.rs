@@ -171,6 +171,28 @@ pub struct Retained {
     pub message: Message,
 }
 
+impl Retained {
+    /// Whether a caller with `user` may see it: a broadcast, or a message to that user (the
+    /// rule history follows; group and connection messages are nobody's to read later).
+    pub fn visible_to(&self, user: Option<&str>) -> bool {
+        match history_audience(&self.message.to) {
+            Some(None) => true,
+            Some(Some(to)) => user == Some(to),
+            None => false,
+        }
+    }
+
+    /// `{"id", "time", "target", "arguments"}`, as herald answers a retained status.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "time": rfc3339_ms(self.time_ms),
+            "target": self.message.target,
+            "arguments": self.message.arguments,
+        })
+    }
+}
+
 /// The outbox at a glance, for metrics and `/healthz`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {

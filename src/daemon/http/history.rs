@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::negotiate::user_id;
 use crate::config::{Hub, Route};
-use crate::store::{RetainKey, rfc3339_ms};
+use crate::store::RetainKey;
 
 /// Most messages one history answer carries, and the default.
 pub const MAX_LIMIT: u32 = 1000;
@@ -91,12 +91,7 @@ pub async fn retained(state: &AppState, route: &Route, path: &str) -> Result<Res
         .map_err(unavailable)?;
     match found {
         Some(r) => {
-            let mut body = json!({
-                "id": r.id,
-                "time": rfc3339_ms(r.time_ms),
-                "target": r.message.target,
-                "arguments": r.message.arguments,
-            });
+            let mut body = r.to_json();
             if let Some(source) = source {
                 body["source"] = json!(source);
             }
@@ -108,7 +103,8 @@ pub async fn retained(state: &AppState, route: &Route, path: &str) -> Result<Res
     }
 }
 
-fn unavailable(e: crate::store::StoreError) -> ApiError {
+/// A failed state-database read: logged with its cause, answered 503 without it.
+pub(super) fn unavailable(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "state database read failed");
     ApiError::unavailable("herald's state database is not answering")
 }

@@ -17,8 +17,6 @@ use super::AppState;
 use super::error::ApiError;
 use super::negotiate::user_id;
 use crate::config::{Config, Hub};
-use crate::message::Recipient;
-use crate::store::rfc3339_ms;
 
 /// The page's HTML; `__TITLE__` and `__CONFIG__` are filled in per request.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -122,25 +120,11 @@ async fn retained_json(
         .shared()
         .retained_in_hub(&hub.name)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, hub = %hub.name, "state database read failed");
-            ApiError::unavailable("herald's state database is not answering")
-        })?;
+        .map_err(super::history::unavailable)?;
     let retained: Vec<Value> = all
-        .into_iter()
-        .filter(|r| match &r.message.to {
-            Recipient::All => true,
-            Recipient::User(u) => user.as_deref() == Some(u.as_str()),
-            Recipient::Group(_) | Recipient::Connection(_) => false,
-        })
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "time": rfc3339_ms(r.time_ms),
-                "target": r.message.target,
-                "arguments": r.message.arguments,
-            })
-        })
+        .iter()
+        .filter(|r| r.visible_to(user.as_deref()))
+        .map(|r| r.to_json())
         .collect();
     let mut body = json!({ "retained": retained });
     if let Some(source) = source {
