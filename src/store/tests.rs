@@ -340,3 +340,24 @@ async fn acks_are_recorded_once_per_connection_for_known_messages_only() {
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
     assert_eq!(store.acks("m1").await.unwrap().unwrap().acks.len(), 2);
 }
+
+#[test]
+fn a_retained_status_is_visible_to_everyone_or_only_its_user() {
+    let r = |to: Recipient| Retained {
+        id: "r".into(),
+        time_ms: 0,
+        message: msg("hub", to, 1),
+    };
+    assert!(r(Recipient::All).visible_to(None));
+    assert!(r(Recipient::All).visible_to(Some("bob")));
+    let alice = r(Recipient::User("alice".into()));
+    assert!(alice.visible_to(Some("alice")));
+    assert!(!alice.visible_to(Some("bob")));
+    assert!(!alice.visible_to(None));
+    assert!(!r(Recipient::Group("ops".into())).visible_to(Some("alice")));
+    assert!(!r(Recipient::Connection("c1".into())).visible_to(Some("alice")));
+    assert_eq!(
+        r(Recipient::All).to_json(),
+        json!({"id": "r", "time": "1970-01-01T00:00:00.000Z", "target": "statusUpdate", "arguments": [{"n": 1}]})
+    );
+}

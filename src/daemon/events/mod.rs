@@ -89,7 +89,12 @@ impl Events {
             }
         };
         let mut outcome = "ok";
-        for r in retained {
+        // Only what this caller may read: broadcasts and statuses sent to its own user, the
+        // rule of history and of the retained GETs (never another user's status).
+        for r in retained
+            .into_iter()
+            .filter(|r| r.visible_to(caller.user.as_deref()))
+        {
             let message = Message {
                 hub: events.hub.clone(),
                 to: Recipient::Connection(caller.connection.clone()),
