@@ -17,18 +17,19 @@
 //! resume is a new attachment (a higher generation); a socket still attached when another
 //! arrives is detached, not closed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::metrics as service_metrics;
+use super::queue;
 use super::replay::Replay;
 use super::upstream::{self, ClientInfo, Link};
 use crate::signalr::protocol::{
@@ -68,6 +69,23 @@ impl Frame {
         match self {
             Frame::Text(t) => t.as_bytes(),
             Frame::Binary(b) => b,
+        }
+    }
+
+    /// Whether `other` goes in the same kind of WebSocket message (text or binary).
+    pub(crate) fn same_kind(&self, other: &Frame) -> bool {
+        matches!(
+            (self, other),
+            (Frame::Text(_), Frame::Text(_)) | (Frame::Binary(_), Frame::Binary(_))
+        )
+    }
+
+    /// A frame of this one's kind holding `bytes`: several text frames joined are still
+    /// UTF-8, checked once here.
+    pub(crate) fn with_bytes(&self, bytes: Vec<u8>) -> Frame {
+        match self {
+            Frame::Binary(_) => Frame::Binary(Bytes::from(bytes)),
+            Frame::Text(_) => Frame::new(None, bytes),
         }
     }
 
@@ -188,18 +206,21 @@ pub(crate) struct Connection {
     pub(crate) user: Option<String>,
     /// Set once by the handshake; read lock-free by fan-out.
     protocol: OnceLock<Protocol>,
-    /// Producer side of the bounded outbound queue. A bounded `mpsc` gives `try_send`:
-    /// fan-out never waits, and a full queue is the slow-consumer signal.
-    queue: mpsc::Sender<Outgoing>,
+    /// Producer side of the bounded outbound queue (`queue.rs`): fan-out never waits, and
+    /// a full queue is the slow-consumer signal.
+    queue: queue::Sender,
     /// Consumer side. A tokio `Mutex` because its holder awaits on it: a WebSocket or SSE
     /// response holds it for its whole life, each long poll for one poll (a superseded
     /// poll releases it to the next). Dropped with the connection.
-    pub(crate) outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>,
+    pub(crate) outbound: Arc<tokio::sync::Mutex<queue::Receiver>>,
     /// Stateful reconnect state, `Some` when negotiated. A std `Mutex`: the WebSocket writer
     /// and `receive` update it synchronously, never across an `.await`.
     replay: Option<Mutex<Replay>>,
     /// Cancelled exactly when the connection starts closing, for any reason.
     closed: CancellationToken,
+    /// Mirrors `closed` for the hot path: fan-out asks every recipient, and
+    /// `CancellationToken::is_cancelled` takes a lock.
+    closing: AtomicBool,
     /// The `Close` message to send last, if any; std `Mutex`: set once, read once, no await.
     close_message: Mutex<Option<HubMessage>>,
     /// Handshake and transport bookkeeping; std `Mutex`, only held for synchronous updates.
@@ -270,7 +291,7 @@ impl Connection {
         queue_size: usize,
         replay_limit: Option<usize>,
     ) -> Arc<Self> {
-        let (queue, rx) = mpsc::channel(queue_size.max(1));
+        let (queue, rx) = queue::bounded(queue_size);
         Arc::new(Connection {
             id,
             token,
@@ -281,6 +302,7 @@ impl Connection {
             outbound: Arc::new(tokio::sync::Mutex::new(rx)),
             replay: replay_limit.map(|limit| Mutex::new(Replay::new(limit))),
             closed: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             close_message: Mutex::new(None),
             state: Mutex::new(State {
                 handshake: Some(Vec::new()),
@@ -307,7 +329,7 @@ impl Connection {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection starts closing.
@@ -317,7 +339,7 @@ impl Connection {
 
     /// Start closing; `message` (the first one given wins) is sent after the queued frames.
     pub(crate) fn close(&self, message: Option<HubMessage>) {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return;
         }
         if let Some(message) = message {
@@ -332,7 +354,9 @@ impl Connection {
                 *slot = Some(message);
             }
         }
+        self.closing.store(true, Ordering::Release);
         self.closed.cancel();
+        self.queue.close();
     }
 
     /// Record what the upstream headers say about the client (once; later calls are ignored).
@@ -420,6 +444,8 @@ impl Connection {
                 resumed = true;
                 if let Some(previous) = s.detach.take() {
                     previous.cancel();
+                    // The old socket's writer may be waiting on the queue.
+                    self.queue.interrupt();
                 }
                 s.disconnected_at = None;
             }
@@ -549,12 +575,12 @@ impl Connection {
         if self.is_closed() {
             return Push::Closed;
         }
-        match self.queue.try_send(item) {
+        match self.queue.try_push(item) {
             Ok(()) => {
                 self.sent();
                 Push::Queued
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::Full::Full) => {
                 tracing::warn!(
                     connection = %self.id,
                     hub = %self.hub,
@@ -567,7 +593,6 @@ impl Connection {
                 }));
                 Push::SlowConsumer
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
         }
     }
 
@@ -587,9 +612,9 @@ impl Connection {
 
     /// Everything left to write after the connection started closing: the queued frames,
     /// then the `Close` message if there is one.
-    pub(crate) fn final_frames(&self, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Frame> {
+    pub(crate) fn final_frames(&self, rx: &mut queue::Receiver) -> Vec<Frame> {
         let mut frames = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             frames.push(self.before_write(item));
         }
         let message = lock(&self.close_message).take();
@@ -678,7 +703,7 @@ impl Connection {
         }
     }
 
-    fn handle_messages(&self, data: &[u8], shared: &Shared) {
+    fn handle_messages(self: &Arc<Self>, data: &[u8], shared: &Shared) {
         let Some(protocol) = self.protocol() else {
             return;
         };
@@ -945,7 +970,7 @@ mod tests {
         loop {
             let wake = next_ping.map_or(until, |p| p.min(until));
             tokio::select! {
-                frame = rx.recv() => match frame {
+                item = rx.recv() => match item {
                     Some(item) => got.push((Instant::now(), text(&item.frame))),
                     None => break,
                 },

@@ -126,8 +126,10 @@ mod tests {
         // Same allocation: encoded once, shared.
         assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
         let mut rx_slow = slow.outbound.lock().await;
+        // Closed as a slow consumer: what it had queued is left for the final flush.
+        assert!(rx_slow.recv().await.is_none());
         assert!(matches!(
-            rx_slow.recv().await.map(|o| o.frame),
+            rx_slow.try_recv().map(|o| o.frame),
             Some(Frame::Binary(_))
         ));
     }

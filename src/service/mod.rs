@@ -39,6 +39,7 @@ mod dedupe;
 mod fanout;
 pub mod metrics;
 mod negotiate;
+mod queue;
 mod registry;
 mod replay;
 mod rest;

@@ -5,23 +5,25 @@
 //!
 //! Bounds, so that a dead or slow upstream costs only its own events:
 //!
-//! - Every connection has one worker task that sends its events in order (`connected`, its
+//! - Every connection has one lane that sends its events in order (`connected`, its
 //!   invocations, `disconnected`), as ASP.NET Core runs one invocation per client at a time.
-//!   The connection's reader only queues: it never waits on the upstream.
+//!   A lane's task runs only while it has events and ends when they are sent, so an idle
+//!   connection holds no task and no channel. The connection's reader only queues: it
+//!   never waits on the upstream.
 //! - Per hub, at most `upstream_concurrency` POSTs are in flight (a semaphore) and at most
 //!   `upstream_concurrency + upstream_queue` events are admitted (sent or waiting); the
-//!   per-connection queues are unbounded channels only because admission bounds their sum.
+//!   per-connection lanes are unbounded only because admission bounds their sum.
 //!   An event past the bound is not queued: a connection event is dropped and counted, an
 //!   invocation with an id gets a Completion error at once.
 //! - Every POST has the upstream timeout (connect, headers and body), and an answer is read
 //!   up to 16 MB.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use super::Shared;
 use super::connection::{Connection, Frame, Outgoing};
@@ -134,8 +136,48 @@ pub(crate) struct Job {
     admitted: Admitted,
 }
 
-/// The sending end a connection keeps from its handshake to its end.
-pub(crate) type Link = mpsc::UnboundedSender<Job>;
+/// The lane a connection keeps from its handshake to its end.
+pub(crate) type Link = Arc<Lane>;
+
+/// One connection's events in order, and whether a task is sending them now.
+#[derive(Default)]
+pub(crate) struct Lane {
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    jobs: VecDeque<Job>,
+    running: bool,
+}
+
+impl Lane {
+    fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue `job`; start the lane's task unless it is running.
+    fn push(self: &Arc<Self>, upstream: &Arc<Upstream>, connection: &Arc<Connection>, job: Job) {
+        let mut state = self.state();
+        state.jobs.push_back(job);
+        if !state.running {
+            state.running = true;
+            tokio::spawn(work(upstream.clone(), connection.clone(), self.clone()));
+        }
+    }
+
+    /// The next job, or `None` after marking the lane idle (under the same lock as `push`,
+    /// so a job queued meanwhile starts a new task).
+    fn next(&self) -> Option<Job> {
+        let mut state = self.state();
+        let job = state.jobs.pop_front();
+        if job.is_none() {
+            state.running = false;
+            state.jobs = VecDeque::new();
+        }
+        job
+    }
+}
 
 /// Why the upstream sender could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -213,28 +255,27 @@ impl Upstream {
 
 /// The handshake completed: start the connection's worker and send `connected`.
 pub(crate) fn connected(shared: &Shared, connection: &Arc<Connection>) {
-    let Some(upstream) = shared.upstream.clone() else {
+    let Some(upstream) = shared.upstream.as_ref() else {
         return;
     };
-    let (link, jobs) = mpsc::unbounded_channel();
+    let link = Link::default();
     if !connection.set_upstream(link.clone()) {
         return;
     }
-    tokio::spawn(work(upstream.clone(), connection.clone(), jobs));
     if let Ok(job) = upstream.job(&connection.hub, Event::Connected) {
-        let _ = link.send(job);
+        link.push(upstream, connection, job);
     }
 }
 
 /// The connection ended: send `disconnected` (after its other events) and let the worker end.
-pub(crate) fn disconnected(shared: &Shared, connection: &Connection) {
+pub(crate) fn disconnected(shared: &Shared, connection: &Arc<Connection>) {
     let (Some(upstream), Some(link)) = (shared.upstream.as_ref(), connection.take_upstream())
     else {
         return;
     };
     let error = connection.close_error();
     if let Ok(job) = upstream.job(&connection.hub, Event::Disconnected(error)) {
-        let _ = link.send(job);
+        link.push(upstream, connection, job);
     }
 }
 
@@ -243,7 +284,7 @@ pub(crate) fn disconnected(shared: &Shared, connection: &Connection) {
 /// error here; one without is dropped.
 pub(crate) fn invocation(
     shared: &Shared,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     target: &str,
     invocation_id: Option<&str>,
     body: &[u8],
@@ -263,24 +304,16 @@ pub(crate) fn invocation(
         body: body.to_vec(),
     };
     match upstream.job(&connection.hub, event) {
-        Ok(job) => {
-            if link.send(job).is_err() {
-                refused(UNREACHABLE_ERROR);
-            }
-        }
+        Ok(job) => link.push(upstream, connection, job),
         Err((_, true)) => refused(NO_UPSTREAM_ERROR),
         Err((_, false)) => refused(QUEUE_FULL_ERROR),
     }
 }
 
-/// One connection's worker: its events in order, each waiting for a place among the hub's
-/// POSTs in flight. Ends when the connection drops its link (after `disconnected`).
-async fn work(
-    upstream: Arc<Upstream>,
-    connection: Arc<Connection>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) {
-    while let Some(job) = jobs.recv().await {
+/// One lane's task: its events in order, each waiting for a place among the hub's POSTs in
+/// flight. Ends when the lane is empty; the next event starts a new one.
+async fn work(upstream: Arc<Upstream>, connection: Arc<Connection>, lane: Arc<Lane>) {
+    while let Some(job) = lane.next() {
         let gate = job.admitted.0.clone();
         // The semaphore is never closed.
         let Ok(_permit) = gate.running.acquire().await else {

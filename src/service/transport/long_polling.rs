@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::service::Shared;
 use crate::service::connection::{Connection, Frame, PollStart};
+use crate::service::queue;
 
 /// Stop adding queued frames to one poll response beyond this many bytes.
 const MAX_POLL_BYTES: usize = 1024 * 1024;
@@ -29,32 +30,39 @@ pub(crate) async fn poll(shared: &Shared, connection: Arc<Connection>) -> Respon
     let response = tokio::select! {
         biased;
         () = superseded.cancelled() => StatusCode::NO_CONTENT.into_response(),
-        frame = rx.recv() => match frame {
+        first = rx.recv() => match first {
             Some(first) => {
                 let mut body = first.frame.as_bytes().to_vec();
                 while body.len() < MAX_POLL_BYTES {
                     match rx.try_recv() {
-                        Ok(item) => body.extend_from_slice(item.frame.as_bytes()),
-                        Err(_) => break,
+                        Some(item) => body.extend_from_slice(item.frame.as_bytes()),
+                        None => break,
                     }
                 }
                 ok(body)
             }
-            None => StatusCode::NO_CONTENT.into_response(),
+            // The queue answers `None` once the connection closes.
+            None => last_poll(&connection, &mut rx),
         },
-        () = connection.closed() => {
-            let frames: Vec<Frame> = connection.final_frames(&mut rx);
-            connection.mark_close_delivered();
-            if frames.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok(frames.iter().flat_map(|f| f.as_bytes().iter().copied()).collect())
-            }
-        }
+        () = connection.closed() => last_poll(&connection, &mut rx),
         () = tokio::time::sleep(shared.options.long_poll_timeout) => ok(Vec::new()),
     };
     connection.touch();
     response
+}
+
+/// The poll that finds the connection closed: what was left, then the `Close` message.
+fn last_poll(connection: &Connection, rx: &mut queue::Receiver) -> Response {
+    let frames: Vec<Frame> = connection.final_frames(rx);
+    connection.mark_close_delivered();
+    if frames.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ok(frames
+            .iter()
+            .flat_map(|f| f.as_bytes().iter().copied())
+            .collect())
+    }
 }
 
 fn ok(body: Vec<u8>) -> Response {

@@ -11,15 +11,25 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::sync::OwnedMutexGuard;
 
-use crate::service::connection::{ActiveGuard, Connection, Frame, Outgoing};
+use crate::service::connection::{ActiveGuard, Connection, Frame};
+use crate::service::queue;
 
 struct Stream {
-    rx: OwnedMutexGuard<mpsc::Receiver<Outgoing>>,
+    rx: OwnedMutexGuard<queue::Receiver>,
     connection: Arc<Connection>,
     _active: ActiveGuard,
     done: bool,
+}
+
+impl Stream {
+    /// The last event: what was left, then the `Close` message; the stream ends after it.
+    fn last(mut self) -> (Result<Bytes, Infallible>, Stream) {
+        let frames = self.connection.final_frames(&mut self.rx);
+        self.done = true;
+        (Ok(event(&frames)), self)
+    }
 }
 
 pub(crate) async fn open(connection: Arc<Connection>) -> Response {
@@ -39,12 +49,12 @@ pub(crate) async fn open(connection: Arc<Connection>) -> Response {
         }
         tokio::select! {
             biased;
-            item = s.rx.recv() => item.map(|o| (Ok(event(&[o.frame])), s)),
-            () = s.connection.closed() => {
-                let frames = s.connection.final_frames(&mut s.rx);
-                s.done = true;
-                Some((Ok(event(&frames)), s))
-            }
+            item = s.rx.recv() => match item {
+                Some(item) => Some((Ok(event(&[item.frame])), s)),
+                // The queue answers `None` once the connection closes.
+                None => Some(s.last()),
+            },
+            () = s.connection.closed() => Some(s.last()),
         }
     });
     (

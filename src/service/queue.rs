@@ -1,0 +1,237 @@
+//! The bounded outbound queue of one connection: fan-out pushes without waiting, the
+//! connection's transport takes.
+//!
+//! A `VecDeque` behind a std `Mutex` with a `Notify`, rather than a `tokio::sync::mpsc`
+//! channel: tokio's channel allocates a block of 32 slots and its cache-padded state up
+//! front (about 3.4 KiB per connection), while most connections are idle; this queue
+//! allocates when something is queued and gives its room back once drained. One consumer
+//! at a time (the transport holding [`Connection::outbound`](super::connection)); the
+//! lock is held for a push or a pop, never across an `.await`.
+//!
+//! The queue also tells its consumer when to stop: [`Sender::close`] (the connection is
+//! closing) and [`Sender::interrupt`] (a newer WebSocket takes the connection over) make
+//! `recv` answer `None`, so a writer needs no other wake-up source on its hot path.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::connection::Outgoing;
+
+/// Room kept after the queue drains; more is given back.
+const KEEP: usize = 8;
+
+/// Why [`Sender::try_push`] did not queue an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The queue holds its limit of items.
+    Full,
+}
+
+struct Shared {
+    items: Mutex<VecDeque<Outgoing>>,
+    /// Wakes the consumer; holds one permit when nobody waits, so no push is missed.
+    ready: Notify,
+    limit: usize,
+    /// Set by `close`: `recv` answers `None` from then on (what is left stays for
+    /// `try_recv`, the final flush).
+    closed: AtomicBool,
+    /// Raised by `interrupt`: the next `recv` answers `None` once.
+    interrupts: AtomicU64,
+}
+
+/// The producer side (fan-out, keep-alive, Completions): never waits.
+#[derive(Clone)]
+pub(crate) struct Sender(Arc<Shared>);
+
+/// The consumer side, held by one transport at a time.
+pub(crate) struct Receiver {
+    shared: Arc<Shared>,
+    /// The interrupts already answered.
+    seen: u64,
+}
+
+/// A queue of at most `limit` items (at least one).
+pub(crate) fn bounded(limit: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        items: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        limit: limit.max(1),
+        closed: AtomicBool::new(false),
+        interrupts: AtomicU64::new(0),
+    });
+    let rx = Receiver {
+        shared: shared.clone(),
+        seen: 0,
+    };
+    (Sender(shared), rx)
+}
+
+impl Shared {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+        // A poisoned lock only means a panic elsewhere mid-push of plain data.
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sender {
+    /// Queue `item` unless the queue is full.
+    pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), Full> {
+        {
+            let mut items = self.0.items();
+            if items.len() >= self.0.limit {
+                return Err(Full::Full);
+            }
+            items.push_back(item);
+        }
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// The connection is closing: `recv` answers `None` from now on.
+    pub(crate) fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+
+    /// Make the consumer's next `recv` answer `None` (it should look why).
+    pub(crate) fn interrupt(&self) {
+        self.0.interrupts.fetch_add(1, Ordering::AcqRel);
+        self.0.ready.notify_one();
+    }
+}
+
+impl Receiver {
+    /// The next item, waiting for one; `None` once the queue is closed, or once after an
+    /// interrupt. Cancel-safe: nothing is taken unless returned.
+    pub(crate) async fn recv(&mut self) -> Option<Outgoing> {
+        loop {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let interrupts = self.shared.interrupts.load(Ordering::Acquire);
+            if interrupts != self.seen {
+                self.seen = interrupts;
+                return None;
+            }
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// The next item if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
+        let mut items = self.shared.items();
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > KEEP {
+            items.shrink_to(KEEP);
+        }
+        item
+    }
+
+    /// Items queued now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shared.items().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::service::connection::Frame;
+
+    fn item(text: &str) -> Outgoing {
+        Outgoing::tracked(Frame::new(None, text.as_bytes().to_vec()))
+    }
+
+    fn text(item: &Outgoing) -> &[u8] {
+        item.frame.as_bytes()
+    }
+
+    #[tokio::test]
+    async fn keeps_order_refuses_past_the_limit_and_gives_room_back() {
+        let (tx, mut rx) = bounded(20);
+        for i in 0..20 {
+            tx.try_push(item(&i.to_string())).expect("room");
+        }
+        assert_eq!(tx.try_push(item("x")), Err(Full::Full));
+        assert_eq!(rx.len(), 20);
+        for i in 0..20 {
+            let got = rx.recv().await.expect("an item");
+            assert_eq!(text(&got), i.to_string().as_bytes());
+        }
+        assert!(rx.try_recv().is_none());
+        assert!(rx.shared.items().capacity() <= KEEP);
+        tx.try_push(item("again")).expect("room after draining");
+        assert_eq!(text(&rx.recv().await.expect("an item")), b"again");
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_waiting_consumer_and_a_dropped_wait_loses_nothing() {
+        let (tx, mut rx) = bounded(4);
+        // A wait given up before anything arrived takes nothing.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), rx.recv())
+                .await
+                .is_err()
+        );
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await.expect("first");
+            let second = rx.recv().await.expect("second");
+            (first, second)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.try_push(item("a")).expect("room");
+        tx.try_push(item("b")).expect("room");
+        let (first, second) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!((text(&first), text(&second)), (&b"a"[..], &b"b"[..]));
+    }
+
+    #[tokio::test]
+    async fn close_and_interrupt_answer_none() {
+        let (tx, mut rx) = bounded(4);
+        tx.interrupt();
+        assert!(rx.recv().await.is_none(), "once after an interrupt");
+        tx.try_push(item("a")).expect("room");
+        assert_eq!(
+            rx.recv().await.map(|i| text(&i).to_vec()),
+            Some(b"a".to_vec())
+        );
+        tx.try_push(item("b")).expect("room");
+        tx.close();
+        assert!(rx.recv().await.is_none(), "closed");
+        assert!(rx.recv().await.is_none(), "still closed");
+        // What was queued stays for the final flush.
+        assert_eq!(
+            rx.try_recv().map(|i| text(&i).to_vec()),
+            Some(b"b".to_vec())
+        );
+
+        // A consumer already waiting is woken by either.
+        for interrupt in [true, false] {
+            let (tx, mut rx) = bounded(4);
+            let waiter = tokio::spawn(async move { rx.recv().await.is_none() });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if interrupt {
+                tx.interrupt();
+            } else {
+                tx.close();
+            }
+            let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .expect("task");
+            assert!(woken);
+        }
+    }
+}
