@@ -18,6 +18,8 @@ use crate::proto::{self, Frame, Proto};
 
 /// Latency histogram shards (clients record into `index % SHARDS`).
 const SHARDS: usize = 32;
+/// Idle keep-alive connections the negotiating client keeps per host.
+const CONNECT_POOL: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -186,6 +188,15 @@ pub async fn run(args: Args) -> Result<()> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")?;
+    // Negotiates get their own client that keeps few idle connections, as a browser's one
+    // negotiate per page does not leave a pool behind: otherwise the server's RSS per
+    // WebSocket connection would count the tool's idle keep-alive HTTP connections (hyper
+    // keeps about 25 KiB of buffers for each; ~400 of them with a 1024-connection pool).
+    let connect_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECT_POOL)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
 
     // Connect.
     let rss_before = procstat::rss_kib(&args.pid)?;
@@ -202,7 +213,7 @@ pub async fn run(args: Args) -> Result<()> {
     for index in 0..args.clients {
         let permit = gate.clone().acquire_owned().await.context("connect gate")?;
         let (http, shared, first_error, connect_errors, connected, members, client_tx) = (
-            http.clone(),
+            connect_http.clone(),
             shared.clone(),
             first_error.clone(),
             connect_errors.clone(),
@@ -281,6 +292,7 @@ pub async fn run(args: Args) -> Result<()> {
                 .context("adding a connection to its group")?;
         }
     }
+    drop(connect_http);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = procstat::rss_kib(&args.pid)?;
 

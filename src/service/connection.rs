@@ -215,14 +215,14 @@ pub(crate) struct Connection {
     pub(crate) outbound: Arc<tokio::sync::Mutex<queue::Receiver>>,
     /// Stateful reconnect state, `Some` when negotiated. A std `Mutex`: the WebSocket writer
     /// and `receive` update it synchronously, never across an `.await`.
-    replay: Option<Mutex<Replay>>,
+    replay: Option<Box<Mutex<Replay>>>,
     /// Cancelled exactly when the connection starts closing, for any reason.
     closed: CancellationToken,
     /// Mirrors `closed` for the hot path: fan-out asks every recipient, and
     /// `CancellationToken::is_cancelled` takes a lock.
     closing: AtomicBool,
     /// The `Close` message to send last, if any; std `Mutex`: set once, read once, no await.
-    close_message: Mutex<Option<HubMessage>>,
+    close_message: Mutex<Option<Box<HubMessage>>>,
     /// Handshake and transport bookkeeping; std `Mutex`, only held for synchronous updates.
     state: Mutex<State>,
     created: Instant,
@@ -231,11 +231,12 @@ pub(crate) struct Connection {
     /// Milliseconds after `created` when a frame was last queued for the client (the
     /// handshake answer included): a Ping is due `keep_alive` after it.
     last_sent_ms: AtomicU64,
-    /// Wakes the supervisor when the handshake completes or a transport attaches.
+    /// Wakes the supervisor when the handshake completes, a transport attaches or the
+    /// connection closes.
     changed: Notify,
     /// Claims and query for the upstream headers; set once at creation (`open`), read by
     /// the upstream worker.
-    client_info: OnceLock<ClientInfo>,
+    client_info: OnceLock<Box<ClientInfo>>,
     /// The `error` of the `Close` message the connection was closed with (the upstream
     /// `disconnected` event's `Error`); set once by [`Connection::close`].
     close_error: OnceLock<String>,
@@ -300,7 +301,7 @@ impl Connection {
             protocol: OnceLock::new(),
             queue,
             outbound: Arc::new(tokio::sync::Mutex::new(rx)),
-            replay: replay_limit.map(|limit| Mutex::new(Replay::new(limit))),
+            replay: replay_limit.map(|limit| Box::new(Mutex::new(Replay::new(limit)))),
             closed: CancellationToken::new(),
             closing: AtomicBool::new(false),
             close_message: Mutex::new(None),
@@ -351,21 +352,26 @@ impl Connection {
             }
             let mut slot = lock(&self.close_message);
             if slot.is_none() {
-                *slot = Some(message);
+                *slot = Some(Box::new(message));
             }
         }
         self.closing.store(true, Ordering::Release);
         self.closed.cancel();
         self.queue.close();
+        // The supervisor's one wake-up besides its timer and shutdown.
+        self.changed.notify_one();
     }
 
     /// Record what the upstream headers say about the client (once; later calls are ignored).
     pub(crate) fn set_client_info(&self, info: ClientInfo) {
-        let _ = self.client_info.set(info);
+        let _ = self.client_info.set(Box::new(info));
     }
 
     pub(crate) fn client_info(&self) -> ClientInfo {
-        self.client_info.get().cloned().unwrap_or_default()
+        self.client_info
+            .get()
+            .map(|info| ClientInfo::clone(info))
+            .unwrap_or_default()
     }
 
     /// The error the connection was closed with, if any.
@@ -818,6 +824,9 @@ impl Drop for ActiveGuard {
 pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) {
     let options = &shared.options;
     loop {
+        if connection.is_closed() {
+            break;
+        }
         let (handshaken, attached_at, disconnected_at) = {
             let s = lock(&connection.state);
             (s.handshake.is_none(), s.attached_at, s.disconnected_at)
@@ -838,7 +847,7 @@ pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) 
                 }));
                 break;
             }
-            () = connection.closed.cancelled() => break,
+            // Closing, the handshake or a transport attaching.
             () = connection.changed.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();

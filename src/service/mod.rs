@@ -44,6 +44,7 @@ mod registry;
 mod replay;
 mod rest;
 mod transport;
+mod trim;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -229,6 +230,7 @@ impl Service {
         };
         let app = handle.router();
         shared.tracker.spawn(registry::sweep(shared.clone()));
+        shared.tracker.spawn(trim::run(shared.clone()));
         tokio::spawn(serve(listener, app, shared));
         tracing::info!(addr = %local_addr, "embedded SignalR service listening");
         Ok(handle)

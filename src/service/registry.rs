@@ -517,6 +517,11 @@ impl Registry {
     }
 
     /// Drop expired user-group memberships.
+    /// Connections registered now (negotiated ones included).
+    pub(crate) fn connection_count(&self) -> usize {
+        self.read().by_token.len()
+    }
+
     fn sweep(&self) {
         let now = Instant::now();
         let mut t = self.write();

@@ -31,6 +31,10 @@ use super::metrics::{self as service_metrics, UpstreamOutcome};
 use crate::signalr::protocol::{CompletionResult, Headers, HubMessage, Protocol};
 use crate::signalr::upstream::{self as wire, UpstreamTemplate};
 
+/// Idle keep-alive connections kept per upstream host, and for how long.
+const IDLE_CONNECTIONS: usize = 8;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The largest upstream answer forwarded to a client (the emulator's limit).
 pub(crate) const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -199,6 +203,10 @@ impl Upstream {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // A burst of connects opens many connections at once; keep only a few idle
+            // afterwards (each costs both ends buffers of several KiB).
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -1,7 +1,7 @@
 //! The WebSockets transport: one task per socket (tracked by the service's `TaskTracker`,
 //! since axum's graceful shutdown does not see upgraded sockets) that hands inbound frames to
 //! the connection and writes the outbound queue. Text frames carry JSON, binary frames
-//! MessagePack. The read buffer is kept small (1 KiB) because tungstenite allocates it
+//! MessagePack. The read buffer is kept small (256 bytes) because tungstenite allocates it
 //! eagerly per connection (and zeroes it on every read attempt); larger client messages
 //! are read in several reads. A busy connection's queue is written as one WebSocket
 //! message holding several records ([`Batch`]).
@@ -28,7 +28,7 @@ use crate::service::connection::{Attachment, Connection, FLUSH_TIMEOUT, Outgoing
 use crate::service::queue;
 
 /// Per-socket read buffer (tungstenite's default of 128 KiB is allocated per connection).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 /// Bytes gathered before a write hits the socket.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// How often a stateful connection acknowledges what it received (ASP.NET: 1 s).
@@ -131,6 +131,16 @@ impl Batch {
     }
 }
 
+/// The next tick of `interval`; never when there is none.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     socket: WebSocket,
     connection: Arc<Connection>,
@@ -158,14 +168,18 @@ async fn run(
             }
             sink.flush().await
         };
-        if replay.await.is_err() {
+        // Boxed: a rare path whose state need not widen every socket's task.
+        if Box::pin(replay).await.is_err() {
             guard.resumable = true;
             return;
         }
     }
-    let stateful = connection.is_stateful();
-    let mut acks = tokio::time::interval(ACK_INTERVAL);
-    acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only a stateful connection acknowledges (and pays for the timer).
+    let mut acks = connection.is_stateful().then(|| {
+        let mut acks = tokio::time::interval(ACK_INTERVAL);
+        acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        acks
+    });
     // Closing and detaching wake the queue (its `recv` answers `None`), so these two are
     // polled only while the queue is not read: the replay buffer is full, or a write is
     // stuck. Made once and polled by reference: a fresh `cancelled()` registers a waiter.
@@ -205,7 +219,7 @@ async fn run(
                     () = &mut detached => break End::Detached,
                 }
             }
-            _ = acks.tick(), if stateful => {
+            _ = tick(&mut acks), if acks.is_some() => {
                 if let Some(ack) = connection.ack_frame()
                     && sink.send(ack.into_ws()).await.is_err()
                 {
@@ -243,7 +257,8 @@ async fn run(
         })))
         .await
     };
-    if let Ok(Err(error)) = tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
+    // Boxed, as the resume above: only a closing socket pays for its state.
+    if let Ok(Err(error)) = Box::pin(tokio::time::timeout(FLUSH_TIMEOUT, flush)).await {
         tracing::debug!(%error, connection = %connection.id, "closing WebSocket failed");
     }
 }
