@@ -5,6 +5,9 @@
 #   PROFILE 2core  (default) server on CPU 0, load tool on CPU 1, sweep 1k/5k/20k
 #   PROFILE 16core server on CPUs 0-7, load tool on 8-15, sweep 1k/5k/20k/100k
 #
+# herald's main run also fires a schedule every second and takes a reload (SIGHUP) in its
+# saturated phase; the tool records the fires' lag and the reload from /metrics.
+#
 # Overrides: SERVER_CPUS, TOOL_CPUS, SWEEP, NODE_SWEEP, CLIENTS, SECS, BENCH_PERF=1 (records
 # `perf record -g` of herald and lean during the saturated phase into bench/results/PROFILE/).
 set -euo pipefail
@@ -60,7 +63,9 @@ start() { # NAME
   case "$1" in
     herald)
       export BENCH_STATE; BENCH_STATE=$(mktemp -d /tmp/herald-bench-state.XXXXXX)
-      taskset -c "$SERVER_CPUS" "$HERALD" run -c bench/herald.yaml --no-watch 2>>"$OUT/herald.log" & PID=$!
+      # A copy, so that the reload step can edit it.
+      cp bench/herald.yaml "$BENCH_STATE/herald.yaml"
+      taskset -c "$SERVER_CPUS" "$HERALD" run -c "$BENCH_STATE/herald.yaml" --no-watch 2>>"$OUT/herald.log" & PID=$!
       wait_port 7071; wait_port 8888 ;;
     lean)     taskset -c "$SERVER_CPUS" "$LEAN" --ws 127.0.0.1:9001 --http 127.0.0.1:9101 2>>"$OUT/lean.log" & PID=$!; wait_port 9001; wait_port 9101 ;;
     ws)       PORT=9002 taskset -c "$SERVER_CPUS" node bench/peers/ws-server.js 2>>"$OUT/ws.log" & PID=$!; wait_port 9002 ;;
@@ -74,6 +79,11 @@ fanout() { # NAME ARGS...: one fan-out run against a fresh server
   local perf_pid=""
   if [ "${BENCH_PERF:-0}" = 1 ] && { [ "$name" = herald ] || [ "$name" = lean ]; } && [[ " $* " == *" --tag main "* ]]; then
     ( sleep $((SECS + 15)); timeout "$SECS" perf record -g -o "$OUT/perf-$name.data" -p "$PID" >/dev/null 2>&1 ) & perf_pid=$!
+  fi
+  # A reload in the middle of herald's saturated phase (an edit, then SIGHUP: an unchanged
+  # file is not reloaded): no connection may drop.
+  if [ "$name" = herald ] && [[ " $* " == *" --tag main "* ]]; then
+    ( sleep $((SECS + 8)); echo "# edited under load" >> "$BENCH_STATE/herald.yaml"; kill -HUP "$PID" 2>/dev/null ) &
   fi
   case "$name" in
     herald) tool fanout --server herald --pid "$PID" --out "$RESULTS" --payload "$PAYLOAD" \
@@ -91,7 +101,8 @@ fanout() { # NAME ARGS...: one fan-out run against a fresh server
 for name in lean herald ws socketio; do
   echo "== $name: broadcast, $CLIENTS clients, $LAT_RATE then $SAT_RATE msgs/s" >&2
   if [ "$name" = herald ]; then
-    fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS,$SAT_RATE:$SECS" --tag main
+    fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS,$SAT_RATE:$SECS" --tag main \
+      --metrics http://127.0.0.1:7071/metrics
     fanout herald --proto signalr-msgpack --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag msgpack
     echo "== herald: group and user sends" >&2
     fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench/group --scenario group --group-size 100 \

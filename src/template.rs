@@ -28,7 +28,13 @@ pub struct TemplateError {
 enum Node {
     Literal(Value),
     /// A lone `{{ expr }}`: evaluated as an expression, so it keeps its JSON type.
-    Expression(String),
+    /// `path` is set when the expression is a plain variable or dotted path (`body.id`):
+    /// rendering then looks it up in the variables directly, and only a path that is not
+    /// there goes through minijinja (for its exact error).
+    Expression {
+        source: String,
+        path: Option<Vec<String>>,
+    },
     /// Any other string with template syntax, rendered as text.
     Text(String),
     Array(Vec<Node>),
@@ -80,7 +86,10 @@ impl Compiled {
 
     /// Render with `vars` (a JSON object of variables).
     pub fn render(&self, vars: &Value) -> Result<Value, TemplateError> {
-        let ctx = minijinja::Value::from(minijinja::value::Serde(vars));
+        let ctx = Context {
+            vars,
+            value: std::cell::OnceCell::new(),
+        };
         render_node(&self.env, &self.root, &ctx, "")
     }
 
@@ -112,7 +121,10 @@ fn compile_node(
                 Some(expr) => {
                     env.compile_expression_owned(expr.to_string())
                         .map_err(|e| to_error(at, &e))?;
-                    Node::Expression(expr.to_string())
+                    Node::Expression {
+                        source: expr.to_string(),
+                        path: variable_path(expr),
+                    }
                 }
                 None => {
                     env.add_template_owned(name.clone(), s.clone())
@@ -144,20 +156,58 @@ fn compile_node(
     })
 }
 
+/// The variables of one render, converted for minijinja only if a node needs it.
+struct Context<'a> {
+    vars: &'a Value,
+    value: std::cell::OnceCell<minijinja::Value>,
+}
+
+impl Context<'_> {
+    fn minijinja(&self) -> &minijinja::Value {
+        self.value
+            .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.vars)))
+    }
+
+    /// The value at `path`, through objects only.
+    fn lookup(&self, path: &[String]) -> Option<&Value> {
+        path.iter()
+            .try_fold(self.vars, |value, key| value.as_object()?.get(key))
+    }
+}
+
+/// `expr` as a variable path (`status`, `body.order.id`): identifiers joined by dots, none
+/// of them a literal minijinja reads differently (`true`, `none`, ...).
+fn variable_path(expr: &str) -> Option<Vec<String>> {
+    const LITERALS: [&str; 6] = ["true", "false", "none", "True", "False", "None"];
+    let segments: Vec<String> = expr.split('.').map(str::to_string).collect();
+    let identifier = |s: &String| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !LITERALS.contains(&s.as_str())
+    };
+    segments.iter().all(identifier).then_some(segments)
+}
+
 fn render_node(
     env: &Environment<'static>,
     node: &Node,
-    ctx: &minijinja::Value,
+    ctx: &Context<'_>,
     at: &str,
 ) -> Result<Value, TemplateError> {
     Ok(match node {
         Node::Literal(v) => v.clone(),
-        Node::Text(name) => Value::String(render_named(env, name, ctx, at)?),
-        Node::Expression(source) => {
+        Node::Text(name) => Value::String(render_named(env, name, ctx.minijinja(), at)?),
+        Node::Expression { source, path } => {
+            if let Some(found) = path.as_deref().and_then(|p| ctx.lookup(p)) {
+                return Ok(found.clone());
+            }
             let expr = env
                 .compile_expression_owned(source.clone())
                 .map_err(|e| to_error(at, &e))?;
-            let value = expr.eval(ctx).map_err(|e| to_error(at, &e))?;
+            let value = expr.eval(ctx.minijinja()).map_err(|e| to_error(at, &e))?;
             if value.is_undefined() {
                 let name = first_identifier(source).unwrap_or_else(|| source.clone());
                 return Err(TemplateError {
@@ -268,6 +318,53 @@ mod tests {
             out,
             json!({"n": 5, "b": true, "o": {"a": 1}, "l": [1, "x"], "s": "count=5", "plain": "hello", "num": 3})
         );
+    }
+
+    #[test]
+    fn a_variable_path_renders_as_minijinja_would() {
+        let vars = json!({
+            "n": 5, "neg": -3, "f": 1.5, "s": "x", "b": false, "nil": null,
+            "body": {"order": {"id": "o-1", "items": [1, 2]}}, "true": "shadow"
+        });
+        for expr in [
+            "n",
+            "neg",
+            "f",
+            "s",
+            "b",
+            "nil",
+            "body",
+            "body.order",
+            "body.order.id",
+            "body.order.items",
+            "true",
+        ] {
+            let fast = Compiled::new(&json!(format!("{{{{ {expr} }}}}"))).unwrap();
+            let env = environment();
+            let slow = env
+                .compile_expression(expr)
+                .unwrap()
+                .eval(minijinja::Value::from(minijinja::value::Serde(&vars)))
+                .unwrap();
+            assert_eq!(
+                fast.render(&vars).unwrap(),
+                serde_json::to_value(&slow).unwrap(),
+                "{expr}"
+            );
+        }
+        // `true` is minijinja's literal, not the variable named so.
+        assert_eq!(variable_path("true"), None);
+        assert_eq!(variable_path("body.order.id").map(|p| p.len()), Some(3));
+        assert_eq!(variable_path("items[0]"), None);
+        assert_eq!(variable_path("a | upper"), None);
+        // What the variables lack still fails through minijinja, naming it.
+        let missing = Compiled::new(&json!("{{ body.nothing }}")).unwrap();
+        assert!(missing.render(&vars).is_err());
+        let err = Compiled::new(&json!("{{ absent }}"))
+            .unwrap()
+            .render(&vars)
+            .unwrap_err();
+        assert_eq!(err.missing.as_deref(), Some("absent"));
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Args {
     /// Extra label (e.g. `sweep`), written into the results.
     #[arg(long, default_value = "")]
     pub tag: String,
+    /// herald's `/metrics` URL: after the phases, record how late its schedules fired and
+    /// how many config reloads it took during the run (an `under_load` record).
+    #[arg(long)]
+    pub metrics: Option<String>,
 }
 
 struct Phase {
@@ -391,6 +395,47 @@ pub async fn run(args: Args) -> Result<()> {
             server_cpu_pct,
             tool_cpu_pct,
             record["disconnects"],
+        );
+        use std::io::Write;
+        writeln!(out, "{record}").with_context(|| format!("writing {}", args.out))?;
+    }
+    if let Some(url) = &args.metrics {
+        let text = http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("reading /metrics")?
+            .text()
+            .await
+            .context("reading /metrics")?;
+        let sample = |series: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(series))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let lag = "herald_schedule_fire_lag_seconds";
+        let record = json!({
+            "kind": "under_load",
+            "server": args.server,
+            "tag": args.tag,
+            "clients": args.clients,
+            "schedule_fires": sample(&format!("{lag}_count")),
+            "schedule_within_1ms": sample(&format!("{lag}_bucket{{schedule=\"tick\",le=\"0.001\"}}")),
+            "schedule_within_5ms": sample(&format!("{lag}_bucket{{schedule=\"tick\",le=\"0.005\"}}")),
+            "schedule_within_10ms": sample(&format!("{lag}_bucket{{schedule=\"tick\",le=\"0.01\"}}")),
+            "reloads": sample("herald_config_reloads_total"),
+            "disconnects": shared.disconnects.load(Ordering::Relaxed),
+            "closed_by_server": shared.closed_by_server.load(Ordering::Relaxed),
+        });
+        eprintln!(
+            "[{}] under load: {} schedule fires, {} within 5 ms; {} reloads; {} disconnects",
+            args.server,
+            record["schedule_fires"],
+            record["schedule_within_5ms"],
+            record["reloads"],
+            record["disconnects"]
         );
         use std::io::Write;
         writeln!(out, "{record}").with_context(|| format!("writing {}", args.out))?;

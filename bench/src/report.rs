@@ -267,6 +267,29 @@ pub fn run(args: Args) -> Result<()> {
         args.svg_link
     )?;
 
+    // Schedules and a reload during herald's main run.
+    if let Some(r) = records.iter().find(|r| s(r, "kind") == "under_load") {
+        writeln!(
+            md,
+            "\n#### Under the fan-out load (herald's main run: a schedule every second, one reload)\n"
+        )?;
+        writeln!(
+            md,
+            "| schedule fires | within 1 ms | within 5 ms | within 10 ms | reloads taken | connections dropped |"
+        )?;
+        writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            f(r, "schedule_fires"),
+            f(r, "schedule_within_1ms"),
+            f(r, "schedule_within_5ms"),
+            f(r, "schedule_within_10ms"),
+            f(r, "reloads"),
+            u(r, "disconnects") + u(r, "closed_by_server")
+        )?;
+    }
+
     // HTTP.
     writeln!(md, "\n#### Request rates (one core, closed loop)\n")?;
     writeln!(

@@ -170,7 +170,11 @@ mod tests {
             assert_eq!(text(&got), i.to_string().as_bytes());
         }
         assert!(rx.try_recv().is_none());
-        assert_eq!(rx.shared.items().capacity(), KEEP, "an empty queue holds no buffer");
+        assert_eq!(
+            rx.shared.items().capacity(),
+            KEEP,
+            "an empty queue holds no buffer"
+        );
         tx.try_push(item("again")).expect("room after draining");
         assert_eq!(text(&rx.recv().await.expect("an item")), b"again");
     }
