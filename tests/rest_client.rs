@@ -33,6 +33,7 @@ fn options(api: ApiVersion) -> RestOptions {
         base_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(20),
         server_name: SERVER_NAME.into(),
+        batch_sends: false,
     }
 }
 
@@ -640,4 +641,50 @@ async fn final_error_carries_the_services_retry_after() {
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+}
+
+/// `:sendBatch` (the embedded service's extension): one POST per batch, the audience and
+/// token of any call, and a JSON list of the messages in order, each with its id and
+/// recipient; `excluded` only where it applies.
+#[tokio::test]
+async fn a_batch_is_one_post_of_a_json_list() {
+    let (addr, rec) = server(vec![]).await;
+    let client = client(
+        addr,
+        RestOptions {
+            batch_sends: true,
+            ..options(ApiVersion::V2022_06_01)
+        },
+    );
+    assert!(client.batch_sends());
+    let all = message(Recipient::All, &["a"]);
+    let user = message(Recipient::User("alice smith/1".into()), &["ignored"]);
+    let group = message(Recipient::Group("ops".into()), &["b"]);
+    client
+        .send_batch("chat", &[(&all, "m-1"), (&user, "m-2"), (&group, "m-3")])
+        .await
+        .unwrap();
+    let arguments = serde_json::json!(["alice", {"text": "hi"}]);
+    let body = serde_json::to_vec(&serde_json::json!([
+        {"id": "m-1", "target": "newMessage", "arguments": arguments, "excluded": ["a"]},
+        {"id": "m-2", "target": "newMessage", "arguments": arguments, "user": "alice smith/1"},
+        {"id": "m-3", "target": "newMessage", "arguments": arguments, "group": "ops", "excluded": ["b"]},
+    ]))
+    .unwrap();
+    let seen = rec.requests();
+    assert_eq!(seen.len(), 1);
+    check(
+        &seen[0],
+        &expect("POST", "/api/hubs/chat/:sendBatch").body(body),
+        ApiVersion::V2022_06_01,
+    );
+    // A message of another hub, or a bad name, is refused before anything is sent.
+    let other = Message {
+        hub: "other".into(),
+        ..message(Recipient::All, &[])
+    };
+    assert!(client.send_batch("chat", &[(&other, "x")]).await.is_err());
+    let bad = message(Recipient::User(String::new()), &[]);
+    assert!(client.send_batch("chat", &[(&bad, "y")]).await.is_err());
+    assert_eq!(rec.requests().len(), 1);
 }

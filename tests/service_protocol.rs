@@ -1210,3 +1210,79 @@ async fn without_stateful_reconnect_a_dropped_socket_closes_the_connection() {
     .unwrap();
     assert!(body.get("useStatefulReconnect").is_none());
 }
+
+#[tokio::test]
+async fn a_batch_is_delivered_in_order_each_to_its_recipient_once_and_a_bad_item_sends_nothing() {
+    let svc = start().await;
+    let (mut alice, alice_id) =
+        Client::negotiated(&svc, "chat", Some("alice"), Protocol::Json).await;
+    let (mut bob, _) = Client::negotiated(&svc, "chat", Some("bob"), Protocol::MessagePack).await;
+    eventually(|| svc.handle.connection_count() == 2).await;
+    let added = rest(
+        &svc,
+        Method::PUT,
+        &format!("/api/hubs/chat/groups/g/connections/{alice_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(added.status(), 200);
+
+    let item = |n: u32, extra: Value| {
+        let mut v = json!({"id": format!("b-{n}"), "target": "m", "arguments": [n]});
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        v
+    };
+    let batch = json!([
+        item(0, json!({})),
+        item(1, json!({"user": "bob"})),
+        item(2, json!({"group": "g"})),
+        item(3, json!({"connection": alice_id})),
+        item(4, json!({"excluded": [alice_id]})),
+        // A repeat of an id already in this batch: not delivered again.
+        item(0, json!({})),
+    ]);
+    let path = "/api/hubs/chat/:sendBatch";
+    let sent = rest(&svc, Method::POST, path, Some(batch.clone())).await;
+    assert_eq!(sent.status(), 202);
+    let mut to_alice = Vec::new();
+    let mut to_bob = Vec::new();
+    for _ in 0..3 {
+        to_alice.push(alice.next_invocation().await.1);
+        to_bob.push(bob.next_invocation().await.1);
+    }
+    assert_eq!(
+        to_alice,
+        vec![vec![json!(0)], vec![json!(2)], vec![json!(3)]]
+    );
+    assert_eq!(to_bob, vec![vec![json!(0)], vec![json!(1)], vec![json!(4)]]);
+
+    // A bad item (an empty user name) is a 400 naming it, and nothing of that batch goes
+    // out; an unknown field too. The marker sent after is the next thing either client gets.
+    let bad = json!([item(10, json!({})), item(11, json!({"user": ""}))]);
+    let refused = rest(&svc, Method::POST, path, Some(bad)).await;
+    assert_eq!(refused.status(), 400);
+    let text = refused.text().await.unwrap_or_default();
+    assert!(text.contains("batch item 1"), "{text}");
+    let unknown = json!([{"target": "m", "arguments": [12], "everyone": true}]);
+    assert_eq!(
+        rest(&svc, Method::POST, path, Some(unknown)).await.status(),
+        400
+    );
+    // The same batch again: every id is a repeat, nothing is delivered.
+    assert_eq!(
+        rest(&svc, Method::POST, path, Some(batch)).await.status(),
+        202
+    );
+    let marker = rest(
+        &svc,
+        Method::POST,
+        "/api/hubs/chat/:send",
+        Some(json!({"target": "m", "arguments": ["marker"]})),
+    )
+    .await;
+    assert_eq!(marker.status(), 202);
+    assert_eq!(alice.next_invocation().await.1, vec![json!("marker")]);
+    assert_eq!(bob.next_invocation().await.1, vec![json!("marker")]);
+}

@@ -121,7 +121,12 @@ pub async fn connect_with(
             let handle = Service::start(options, shutdown.child_token()).await?;
             let endpoint = embedded_endpoint(handle.local_addr(), &key, public_url.as_deref())?;
             tracing::info!(listen = %handle.local_addr(), "embedded SignalR service started");
-            let rest = RestClient::new(endpoint, rest_options(cfg))?;
+            // The embedded service takes several messages per request (`:sendBatch`).
+            let options = RestOptions {
+                batch_sends: true,
+                ..rest_options(cfg)
+            };
+            let rest = RestClient::new(endpoint, options)?;
             Ok((rest, "embedded", Some(handle)))
         }
     }

@@ -4,11 +4,12 @@
 //! unreachable, frozen or throttling is retried with backoff for as long as it takes,
 //! including across restarts of herald: what is in the store is delivered when it is back.
 //!
-//! Toward the embedded service delivery is exactly once: each send carries the message id,
-//! and the service drops an id it has seen. Toward Azure it is at least once: a crash between
+//! Toward the embedded service, a hub's waiting messages go up to 64 per request
+//! (`:sendBatch`, delivered in order), and delivery is exactly once: each message carries
+//! its id, and the service drops an id it has seen. Toward Azure it is at least once: a crash between
 //! Azure's answer and the removal from the outbox sends that message again on restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use crate::telemetry::metrics as m;
 
 /// Messages read from the store per round.
 const ROUND: u32 = 512;
+/// Most messages per `:sendBatch` request (embedded service only).
+const BATCH_MESSAGES: usize = 64;
 /// The first and the longest pause after a failed round.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
@@ -242,11 +245,36 @@ async fn deliver_round(
             // one commit per message. A crash before that commit sends them again on restart:
             // the embedded service drops the repeats by message id.
             let mut taken: Vec<(Pending, Option<HistoryPolicy>)> = Vec::new();
-            for p in messages {
+            let mut waiting: VecDeque<Pending> = messages.into();
+            // A service that takes `:sendBatch` gets up to BATCH_MESSAGES per request; after
+            // a batch it refuses for good, the round goes one by one, so that each message
+            // gets its own verdict.
+            let mut batching = rest.batch_sends();
+            while !waiting.is_empty() {
                 if shutdown.is_cancelled() {
                     round.failed = true;
                     break;
                 }
+                if batching && waiting.len() > 1 {
+                    let n = waiting.len().min(BATCH_MESSAGES);
+                    let chunk: Vec<Pending> = waiting.drain(..n).collect();
+                    match send_batch(rest, &hub, &chunk).await {
+                        Sent::Delivered => taken.extend(chunk.into_iter().map(|p| (p, policy))),
+                        Sent::Dropped => {
+                            batching = false;
+                            for p in chunk.into_iter().rev() {
+                                waiting.push_front(p);
+                            }
+                        }
+                        Sent::Retry(asked) => {
+                            round.failed = true;
+                            round.retry_after = asked;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                let Some(p) = waiting.pop_front() else { break };
                 match send(rest, &p).await {
                     Sent::Delivered => taken.push((p, policy)),
                     Sent::Dropped => taken.push((p, None)),
@@ -301,6 +329,41 @@ enum Sent {
     Dropped,
     /// Not taken; the service's `Retry-After`, when it sent one.
     Retry(Option<Duration>),
+}
+
+/// Send `chunk` (messages of `hub`, in order) in one `:sendBatch`; a refusal for good is
+/// `Dropped` for the whole chunk (the caller then sends its messages one by one).
+async fn send_batch(rest: &RestClient, hub: &str, chunk: &[Pending]) -> Sent {
+    let started = std::time::Instant::now();
+    let items: Vec<(&crate::message::Message, &str)> =
+        chunk.iter().map(|p| (&p.message, p.id.as_str())).collect();
+    let result = rest.send_batch(hub, &items).await;
+    metrics::histogram!(m::REST_REQUEST_DURATION, "operation" => "send_batch")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            for p in chunk {
+                let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
+                metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
+                    "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
+                .increment(1);
+            }
+            Sent::Delivered
+        }
+        Err(error) if permanent(&error) => {
+            let cause = crate::daemon::delivery::full_cause(&error);
+            tracing::warn!(hub, messages = chunk.len(), error = %cause,
+                "outbox: the service refused a batch; sending its messages one by one");
+            Sent::Dropped
+        }
+        Err(error) => {
+            let cause = crate::daemon::delivery::full_cause(&error);
+            tracing::warn!(hub, messages = chunk.len(), error = %cause,
+                "outbox: the service did not take a batch; retrying");
+            metrics::counter!(m::OUTBOX_RETRIES).increment(1);
+            Sent::Retry(error.retry_after())
+        }
+    }
 }
 
 async fn send(rest: &RestClient, p: &Pending) -> Sent {

@@ -10,6 +10,12 @@
 //!
 //! Sends carrying `x-herald-message-id` (herald's outbox sets it) are deduplicated: a repeat
 //! of an id seen within the window is answered 202 and not fanned out (see `dedupe.rs`).
+//!
+//! Two herald extensions, not in Azure's API: `GET hubs/{hub}/presence`, and
+//! `POST hubs/{hub}/:sendBatch`, a JSON list of messages for one hub, delivered in order
+//! (each with its own recipient and id, deduplicated as single sends are). Every item is
+//! checked before any is delivered: a bad one is a 400 naming its index, and nothing of the
+//! batch goes out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +159,8 @@ enum Operation<'a> {
     RemoveUserFromAllGroups(&'a str),
     /// `GET presence`: a herald extension (not in Azure's API).
     Presence,
+    /// `POST :sendBatch`: a herald extension (not in Azure's API).
+    SendBatch,
 }
 
 /// In the short alias `users/{user}` (POST), an action segment in the name's place means
@@ -172,6 +180,7 @@ fn operation<'a>(method: &Method, rest: &[&'a str]) -> Option<Operation<'a>> {
     let read = read_method(method);
     let op = match (method.clone(), rest) {
         (Method::POST, [] | [":send"]) => Op::Send(Target::All),
+        (Method::POST, [":sendBatch"]) => Op::SendBatch,
         (Method::POST, ["users", user, ":send"]) => Op::Send(Target::User(user)),
         (Method::POST, ["users", user]) => Op::Send(Target::User(alias_name(user))),
         (Method::POST, ["groups", group, ":send"]) => Op::Send(Target::Group(group)),
@@ -238,7 +247,8 @@ impl Operation<'_> {
                 group, connection, ..
             } => names::group(group).and_then(|()| names::connection(connection)),
             Op::UserExists(u) | Op::RemoveUserFromAllGroups(u) => names::user(u),
-            Op::Presence => Ok(()),
+            // Each item's names are checked when the body is read.
+            Op::Presence | Op::SendBatch => Ok(()),
             Op::UserGroup { user, group, .. } => {
                 names::user(user).and_then(|()| names::group(group))
             }
@@ -302,6 +312,20 @@ fn handle(
     use Operation as Op;
     let status = match operation {
         Op::Presence => return Ok(axum::Json(handle.presence(&hub)).into_response()),
+        Op::SendBatch => {
+            for (id, message) in batch(&hub, body)? {
+                if let Some(id) = id.filter(|id| !id.is_empty())
+                    && !shared.dedupe.first_time(&id)
+                {
+                    service_metrics::dropped(DropReason::Duplicate);
+                    tracing::debug!(hub = %hub, message_id = %id, "batched send repeats a message id: not delivered again");
+                    continue;
+                }
+                let report = handle.send(&message);
+                tracing::debug!(hub = %hub, ?report, "REST batched send");
+            }
+            Ok(StatusCode::ACCEPTED)
+        }
         Op::Send(target) => {
             let (target_name, arguments) = payload(headers, body)?;
             // Exactly once: a repeated message id is accepted but not fanned out again.
@@ -498,6 +522,75 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), Res
         Some(_) => return Err(RestFailure::bad_request("`arguments` must be an array")),
     };
     Ok((target, arguments))
+}
+
+/// One message of a `:sendBatch` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    #[serde(default)]
+    id: Option<String>,
+    target: String,
+    #[serde(default)]
+    arguments: Vec<Value>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    connection: Option<String>,
+    #[serde(default)]
+    excluded: Vec<String>,
+}
+
+/// The messages of a `:sendBatch` body for `hub`, each with its id; the first bad item is
+/// a 400 that names its index.
+fn batch(hub: &str, body: &[u8]) -> Result<Vec<(Option<String>, Message)>, RestFailure> {
+    let items: Vec<BatchItem> = serde_json::from_slice(body)
+        .map_err(|e| RestFailure::bad_request(format!("invalid batch body: {e}")))?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bad = |why: String| RestFailure::bad_request(format!("batch item {i}: {why}"));
+            if item.target.is_empty() {
+                return Err(bad("`target` is required".into()));
+            }
+            let to = match (item.user, item.group, item.connection) {
+                (None, None, None) => Recipient::All,
+                (Some(u), None, None) => {
+                    names::user(&u).map_err(|e| bad(e.to_string()))?;
+                    Recipient::User(u)
+                }
+                (None, Some(g), None) => {
+                    names::group(&g).map_err(|e| bad(e.to_string()))?;
+                    Recipient::Group(g)
+                }
+                (None, None, Some(c)) => {
+                    names::connection(&c).map_err(|e| bad(e.to_string()))?;
+                    Recipient::Connection(c)
+                }
+                _ => {
+                    return Err(bad("at most one of `user`, `group` and `connection`".into()));
+                }
+            };
+            // `excluded` applies to hub-wide and group sends only (as in Azure).
+            let excluded = match to {
+                Recipient::All | Recipient::Group(_) => item.excluded,
+                Recipient::User(_) | Recipient::Connection(_) => Vec::new(),
+            };
+            Ok((
+                item.id,
+                Message {
+                    hub: hub.to_string(),
+                    to,
+                    target: item.target,
+                    arguments: item.arguments,
+                    excluded,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn read_msgpack(body: &[u8]) -> Result<rmpv::Value, RestFailure> {

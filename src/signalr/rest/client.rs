@@ -86,6 +86,49 @@ fn sendable_body(message: &Message) -> Result<Vec<u8>, RestError> {
     Ok(body)
 }
 
+/// The JSON body of a `:sendBatch`: one object per message, in order, each with its id,
+/// its recipient (`user`, `group` or `connection`; none for the hub), `target`,
+/// `arguments` and `excluded`.
+fn batch_body(hub: &str, items: &[(&Message, &str)]) -> Result<Vec<u8>, RestError> {
+    let mut list = Vec::with_capacity(items.len());
+    for (message, id) in items {
+        check_sendable(message)?;
+        if !message.hub.eq_ignore_ascii_case(hub) {
+            return Err(RestError::InvalidArgument(format!(
+                "a batch for hub `{hub}` holds a message for hub `{}`",
+                message.hub
+            )));
+        }
+        let mut item = serde_json::json!({
+            "id": id,
+            "target": message.target,
+            "arguments": message.arguments,
+        });
+        match &message.to {
+            Recipient::All => {}
+            Recipient::User(u) => item["user"] = u.as_str().into(),
+            Recipient::Group(g) => item["group"] = g.as_str().into(),
+            Recipient::Connection(c) => item["connection"] = c.as_str().into(),
+        }
+        if !message.excluded.is_empty()
+            && matches!(message.to, Recipient::All | Recipient::Group(_))
+        {
+            item["excluded"] = message.excluded.clone().into();
+        }
+        list.push(item);
+    }
+    let body = serde_json::to_vec(&list).map_err(|e| {
+        RestError::InvalidArgument(format!("message arguments cannot be serialised: {e}"))
+    })?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(RestError::TooLarge {
+            size: body.len(),
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(body)
+}
+
 /// One REST operation, ready to send.
 struct Call {
     /// Human name for logs and errors (`send to group`).
@@ -202,6 +245,20 @@ impl EndpointClient {
         call.body = Some(Bytes::from(body));
         call.message_id = id.map(str::to_string);
         self.execute(&call).await?.success(&call)
+    }
+
+    /// Send `items` (messages of `hub`, each with its id) in one `:sendBatch` request,
+    /// delivered in order; only for a service that takes it (`RestOptions::batch_sends`).
+    pub async fn send_batch(&self, hub: &str, items: &[(&Message, &str)]) -> Result<(), RestError> {
+        let body = batch_body(hub, items)?;
+        let mut call = Call::new("send batch", Method::POST, self.api().send_batch(hub)?);
+        call.body = Some(Bytes::from(body));
+        self.execute(&call).await?.success(&call)
+    }
+
+    /// Whether the service takes `:sendBatch`.
+    pub fn batch_sends(&self) -> bool {
+        self.inner.options.batch_sends
     }
 
     /// Add one connection to a group.

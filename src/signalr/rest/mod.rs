@@ -45,6 +45,9 @@ pub struct RestOptions {
     pub max_backoff: Duration,
     /// The `nameid` claim of REST tokens: which server made the call.
     pub server_name: String,
+    /// The service takes `:sendBatch` (herald's embedded service does; Azure does not): the
+    /// outbox then sends a hub's waiting messages several per request.
+    pub batch_sends: bool,
 }
 
 impl Default for RestOptions {
@@ -53,6 +56,7 @@ impl Default for RestOptions {
             api: ApiVersion::default(),
             timeout: Duration::from_secs(10),
             max_retries: 3,
+            batch_sends: false,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             server_name: default_server_name(),

@@ -116,6 +116,13 @@ impl ApiVersion {
         ))
     }
 
+    /// `{hub}/:sendBatch`, the same in both versions: several messages of one hub in one
+    /// request, in order. A herald extension the embedded service answers (see
+    /// [`RestOptions::batch_sends`](super::RestOptions)); Azure has no such operation.
+    pub(crate) fn send_batch(self, hub: &str) -> Result<String, RestError> {
+        Ok(format!("{}/:sendBatch", self.hub(hub)?))
+    }
+
     /// `{hub}/presence`, the same in both versions. A herald extension (the embedded
     /// service answers it); Azure SignalR Service has no such operation and answers 404.
     pub(crate) fn presence(self, hub: &str) -> Result<String, RestError> {

@@ -357,6 +357,17 @@ impl RestClient {
         self.each("send", |c| c.send_with_id(message, id)).await
     }
 
+    /// Several messages of one hub in one request per endpoint (see
+    /// [`EndpointClient::send_batch`]); only where every endpoint takes it.
+    pub async fn send_batch(&self, hub: &str, items: &[(&Message, &str)]) -> Result<(), RestError> {
+        self.each("send batch", |c| c.send_batch(hub, items)).await
+    }
+
+    /// Whether sends may be batched: every endpoint takes `:sendBatch`.
+    pub fn batch_sends(&self) -> bool {
+        self.targets().iter().all(|m| m.client.batch_sends())
+    }
+
     /// Add one connection to a group, on every endpoint up.
     pub async fn add_connection_to_group(
         &self,
