@@ -83,6 +83,9 @@ pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     })?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| unusable(path, e))?;
+    // Room for every statement the writer runs (rusqlite keeps 16 by default, fewer than
+    // the writer's, so some were prepared again and again).
+    conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(|e| unusable(path, e))?;

@@ -114,7 +114,7 @@ fn commit_batch(
     batch: impl Iterator<Item = Command>,
 ) -> (Vec<Answer>, Result<(), String>) {
     let mut answers = Vec::new();
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let e = e.to_string();
@@ -127,23 +127,23 @@ fn commit_batch(
     // Hubs whose history grew in this batch, pruned once at the end.
     let mut touched: BTreeSet<(String, u32, u64)> = BTreeSet::new();
     for cmd in batch {
-        let mut sp = match tx.savepoint() {
-            Ok(sp) => sp,
-            Err(e) => {
-                answers.push(fail(cmd, StoreError::Sql(e)));
-                continue;
+        // Each request in its own savepoint: kept when it succeeded, rolled back otherwise.
+        // Cached statements rather than rusqlite's `Savepoint`, which parses its SQL anew
+        // for every request.
+        if let Err(e) = run_cached(&tx, "SAVEPOINT request") {
+            answers.push(fail(cmd, StoreError::Sql(e)));
+            continue;
+        }
+        let sp: &Connection = &tx;
+        let kept = |sp: &Connection, ok: bool| {
+            if !ok {
+                let _ = run_cached(sp, "ROLLBACK TO request");
             }
-        };
-        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-        // Each request in its own savepoint: kept when it succeeded, rolled back on drop.
-        let kept = |sp: rusqlite::Savepoint<'_>, ok: bool| {
-            if ok {
-                let _ = sp.commit();
-            }
+            let _ = run_cached(sp, "RELEASE request");
         };
         let answer = match cmd {
             Command::Accept(accept, reply) => {
-                let result = accept_one(&sp, accept);
+                let result = accept_one(sp, accept);
                 kept(sp, result.is_ok());
                 Answer::Accepted(reply, result)
             }
@@ -152,7 +152,7 @@ fn commit_batch(
                 history,
                 reply,
             } => {
-                let result = delivered_one(&sp, seq, history, &mut touched);
+                let result = delivered_one(sp, seq, history, &mut touched);
                 kept(sp, result.is_ok());
                 Answer::Unit(reply, result)
             }
@@ -161,12 +161,12 @@ fn commit_batch(
                 fires_older,
                 reply,
             } => {
-                let result = prune(&sp, idempotency_window, fires_older);
+                let result = prune(sp, idempotency_window, fires_older);
                 kept(sp, result.is_ok());
                 Answer::Unit(reply, result)
             }
             Command::Ack(ack, reply) => {
-                let result = ack_one(&sp, ack);
+                let result = ack_one(sp, ack);
                 kept(sp, result.is_ok());
                 Answer::Ack(reply, result)
             }
@@ -178,6 +178,11 @@ fn commit_batch(
     }
     let commit = tx.commit().map_err(|e| e.to_string());
     (answers, commit)
+}
+
+/// Run one statement without parameters from the statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn refuse(cmd: Command) -> Answer {
@@ -266,6 +271,12 @@ fn delivered_one(
     history: Option<HistoryPolicy>,
     touched: &mut BTreeSet<(String, u32, u64)>,
 ) -> Result<(), StoreError> {
+    let Some(policy) = history.filter(|p| p.keep > 0) else {
+        // No history to keep: the removal is all (nothing to read back first).
+        conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+            .execute([seq])?;
+        return Ok(());
+    };
     let row: Option<(String, String, i64)> = conn
         .prepare_cached("SELECT id, message, accepted_ms FROM outbox WHERE seq = ?1")?
         .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -276,9 +287,6 @@ fn delivered_one(
     };
     conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
         .execute([seq])?;
-    let Some(policy) = history.filter(|p| p.keep > 0) else {
-        return Ok(());
-    };
     let message: crate::message::Message = serde_json::from_str(&text)?;
     let Some(user) = history_audience(&message.to) else {
         return Ok(());
