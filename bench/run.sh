@@ -21,6 +21,7 @@ case "$PROFILE" in
 esac
 : "${CLIENTS:=2000}" "${SECS:=10}" "${PAYLOAD:=64}"
 LAT_RATE=20                          # 20 msgs/s x 2,000 clients = 40k deliveries/s
+USER_RATE=5000                       # user sends/s at two connection counts (below the route's limit)
 SAT_DELIVERIES=400000                # asked deliveries/s in the saturated and sweep runs
 SAT_RATE=$((SAT_DELIVERIES / CLIENTS))
 API_KEY=bench-api-key-0123456789abcdef-0123456789
@@ -109,6 +110,11 @@ for name in lean herald ws socketio; do
       --clients "$CLIENTS" --phases "$((SAT_DELIVERIES / 100)):$SECS" --tag group
     fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench/user --scenario user \
       --clients "$CLIENTS" --phases "20000:$SECS" --tag user
+    # The same user-send rate at two connection counts: the cost per send must not grow.
+    for n in $CLIENTS $(printf '%s\n' $SWEEP | tail -1); do
+      fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench/user --scenario user \
+        --clients "$n" --phases "$USER_RATE:$SECS" --tag user-scale --connect-concurrency 100
+    done
   else
     fanout "$name" --clients "$CLIENTS" --phases "$LAT_RATE:$SECS,$SAT_RATE:$SECS" --tag main
   fi

@@ -267,6 +267,35 @@ pub fn run(args: Args) -> Result<()> {
         args.svg_link
     )?;
 
+    // User sends against connection count: O(recipients), not O(connections).
+    let users: Vec<&Value> = records
+        .iter()
+        .filter(|r| s(r, "kind") == "fanout" && s(r, "tag") == "user-scale")
+        .collect();
+    if !users.is_empty() {
+        writeln!(
+            md,
+            "\n#### Sends to one user against connection count (one connection per user, same rate)\n"
+        )?;
+        writeln!(
+            md,
+            "| connections | msgs/s asked | deliveries/s | lost | p99 | server CPU µs per delivery |"
+        )?;
+        writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
+        for r in users {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.1} |",
+                thousands(u(r, "connected") as f64),
+                thousands(f(r, "rate_asked")),
+                thousands(f(r, "deliveries_per_s")),
+                u(r, "lost"),
+                ms(f(r, "p99_ms")),
+                f(r, "server_cpu_us_per_delivery")
+            )?;
+        }
+    }
+
     // Schedules and a reload during herald's main run.
     if let Some(r) = records.iter().find(|r| s(r, "kind") == "under_load") {
         writeln!(
