@@ -239,6 +239,77 @@ async fn history_is_pruned_to_its_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_keeps_its_count_across_batches_and_a_reopen_and_drops_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep3 = Some(HistoryPolicy {
+        keep: 3,
+        max_age: Duration::from_secs(3600),
+    });
+    let ids = |store: Store| async move {
+        store
+            .history("hub", None, None, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+        for n in 0..8 {
+            store
+                .accept(one(new(&format!("a{n}"), msg("hub", Recipient::All, n))))
+                .await
+                .unwrap();
+        }
+        // Delivered concurrently, so that several share a batch (and its prune).
+        let pending = store.pending(0, 100).await.unwrap();
+        let done: Vec<_> = pending
+            .iter()
+            .map(|p| store.delivered(p.seq, keep3))
+            .collect();
+        for result in futures_util::future::join_all(done).await {
+            result.unwrap();
+        }
+        assert_eq!(ids(store.clone()).await, ["a5", "a6", "a7"]);
+        assert_eq!(store.history_len("hub").await.unwrap(), 3);
+    }
+    // A new writer counts again from the table.
+    let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    for n in 0..2 {
+        store
+            .accept(one(new(&format!("b{n}"), msg("hub", Recipient::All, n))))
+            .await
+            .unwrap();
+    }
+    for p in store.pending(0, 100).await.unwrap() {
+        store.delivered(p.seq, keep3).await.unwrap();
+    }
+    assert_eq!(ids(store.clone()).await, ["a7", "b0", "b1"]);
+
+    // By age: what was accepted before `max_age` goes, the newer stays.
+    let young = Some(HistoryPolicy {
+        keep: 100,
+        max_age: Duration::from_millis(300),
+    });
+    store
+        .accept(one(new("old", msg("hub", Recipient::All, 0))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store
+        .accept(one(new("new", msg("hub", Recipient::All, 1))))
+        .await
+        .unwrap();
+    for p in store.pending(0, 100).await.unwrap() {
+        store.delivered(p.seq, young).await.unwrap();
+    }
+    assert_eq!(ids(store.clone()).await, ["new"]);
+    assert_eq!(store.history_len("hub").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_accepts_are_committed_in_groups_and_all_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();

@@ -4,7 +4,7 @@
 //! only then answers every caller. Under load many requests share one fsync, so durability
 //! costs little throughput; alone, a request is committed at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,6 +91,9 @@ pub(super) fn spawn(
 /// Serve requests until every `Store` handle is dropped.
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Messages in each hub's history, counted once and then kept up to date here (the
+    // writer is the table's only writer), so pruning to `keep` costs what it removes.
+    let mut history_counts: HashMap<String, u64> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < BATCH {
@@ -99,9 +102,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
                 Err(_) => break,
             }
         }
-        let (answers, commit) = commit_batch(&mut conn, batch.drain(..));
+        let (answers, commit) = commit_batch(&mut conn, batch.drain(..), &mut history_counts);
         if let Err(e) = &commit {
             tracing::error!(path = %path.display(), error = %e, "state database commit failed");
+            // Rolled back: count again when next needed.
+            history_counts.clear();
         }
         for answer in answers {
             answer.send(&commit, &path);
@@ -112,6 +117,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
 fn commit_batch(
     conn: &mut Connection,
     batch: impl Iterator<Item = Command>,
+    history_counts: &mut HashMap<String, u64>,
 ) -> (Vec<Answer>, Result<(), String>) {
     let mut answers = Vec::new();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -124,8 +130,8 @@ fn commit_batch(
             return (answers, Err(e));
         }
     };
-    // Hubs whose history grew in this batch, pruned once at the end.
-    let mut touched: BTreeSet<(String, u32, u64)> = BTreeSet::new();
+    // Hubs whose history grew in this batch (by how many), pruned once at the end.
+    let mut touched: BTreeMap<(String, u32, u64), u64> = BTreeMap::new();
     for cmd in batch {
         // Each request in its own savepoint: kept when it succeeded, rolled back otherwise.
         // Cached statements rather than rusqlite's `Savepoint`, which parses its SQL anew
@@ -173,8 +179,10 @@ fn commit_batch(
         };
         answers.push(answer);
     }
-    for (hub, keep, max_age_ms) in touched {
-        let _ = prune_history(&tx, &hub, keep, max_age_ms);
+    for ((hub, keep, max_age_ms), added) in touched {
+        if prune_history(&tx, &hub, keep, max_age_ms, added, history_counts).is_err() {
+            history_counts.remove(&hub);
+        }
     }
     let commit = tx.commit().map_err(|e| e.to_string());
     (answers, commit)
@@ -269,7 +277,7 @@ fn delivered_one(
     conn: &Connection,
     seq: i64,
     history: Option<HistoryPolicy>,
-    touched: &mut BTreeSet<(String, u32, u64)>,
+    touched: &mut BTreeMap<(String, u32, u64), u64>,
 ) -> Result<(), StoreError> {
     let Some(policy) = history.filter(|p| p.keep > 0) else {
         // No history to keep: the removal is all (nothing to read back first).
@@ -292,42 +300,72 @@ fn delivered_one(
         return Ok(());
     };
     let hub = message.hub.to_ascii_lowercase();
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO history (seq, id, hub, user, time_ms, target, arguments)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        seq,
-        id,
-        hub,
-        user,
-        accepted_ms,
-        message.target,
-        serde_json::to_string(&message.arguments)?
-    ])?;
-    touched.insert((hub, policy.keep, policy.max_age.as_millis() as u64));
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO history (seq, id, hub, user, time_ms, target, arguments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            seq,
+            id,
+            hub,
+            user,
+            accepted_ms,
+            message.target,
+            serde_json::to_string(&message.arguments)?
+        ])?;
+    *touched
+        .entry((hub, policy.keep, policy.max_age.as_millis() as u64))
+        .or_default() += inserted as u64;
     Ok(())
 }
 
+/// Keep `hub`'s history within `keep` messages and `max_age_ms`, `added` having just been
+/// inserted. The count comes from `counts` (one `count(*)` the first time), so a prune
+/// costs what it removes rather than a walk over `keep` rows. Age: the oldest message is
+/// looked up first and the delete runs only when it is past the age (messages are stored
+/// in time order, so it is the first to go).
 fn prune_history(
     conn: &Connection,
     hub: &str,
     keep: u32,
     max_age_ms: u64,
+    added: u64,
+    counts: &mut HashMap<String, u64>,
 ) -> Result<(), StoreError> {
+    let count = match counts.get_mut(hub) {
+        Some(count) => {
+            *count += added;
+            count
+        }
+        None => {
+            // Counted now, with this batch's messages already in.
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM history WHERE hub = ?1")?
+                .query_row([hub], |r| r.get(0))?;
+            counts.entry(hub.to_string()).or_insert(n.max(0) as u64)
+        }
+    };
     let cutoff = now_ms().saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
-    conn.prepare_cached("DELETE FROM history WHERE hub = ?1 AND time_ms < ?2")?
-        .execute(params![hub, cutoff])?;
-    // The seq of the oldest message to keep; everything before it goes.
-    let oldest_kept: Option<i64> = conn
-        .prepare_cached(
-            "SELECT seq FROM history WHERE hub = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
-        )?
-        .query_row(params![hub, keep.saturating_sub(1)], |r| r.get(0))
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT time_ms FROM history WHERE hub = ?1 ORDER BY seq LIMIT 1")?
+        .query_row([hub], |r| r.get(0))
         .optional()?;
-    if let Some(oldest) = oldest_kept {
-        conn.prepare_cached("DELETE FROM history WHERE hub = ?1 AND seq < ?2")?
-            .execute(params![hub, oldest])?;
+    if oldest.is_some_and(|t| t < cutoff) {
+        let gone = conn
+            .prepare_cached("DELETE FROM history WHERE hub = ?1 AND time_ms < ?2")?
+            .execute(params![hub, cutoff])?;
+        *count = count.saturating_sub(gone as u64);
+    }
+    if *count > u64::from(keep) {
+        let excess = *count - u64::from(keep);
+        let gone = conn
+            .prepare_cached(
+                "DELETE FROM history WHERE seq IN
+                   (SELECT seq FROM history WHERE hub = ?1 ORDER BY seq LIMIT ?2)",
+            )?
+            .execute(params![hub, i64::try_from(excess).unwrap_or(i64::MAX)])?;
+        *count = count.saturating_sub(gone as u64);
     }
     Ok(())
 }
