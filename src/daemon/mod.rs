@@ -247,13 +247,32 @@ pub async fn run_with_control(
         },
         shutdown.clone(),
     ));
-    let scheduler = tokio::spawn(schedule::run(
-        live.clone(),
-        outbox.clone(),
-        shutdown.clone(),
-        heartbeat.clone(),
-        sends.clone(),
-    ));
+    // The cron loop on a thread and timer of its own: when fan-out keeps the main runtime's
+    // workers busy, a woken task waits behind thousands of socket writers (about 5 ms per
+    // 2,000 at saturation); a thread of its own is woken by the kernel at the instant.
+    let scheduler = {
+        let run = schedule::run(
+            live.clone(),
+            outbox.clone(),
+            shutdown.clone(),
+            heartbeat.clone(),
+            sends.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let main = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(own) => own.block_on(run),
+                Err(error) => {
+                    tracing::warn!(%error, "no runtime of its own for the scheduler; it shares the main one");
+                    main.block_on(run);
+                }
+            }
+        })
+    };
     // Kept alive until the daemon stops; without it, SIGHUP still reloads.
     let _watcher = if watch {
         match crate::config::watch::watch(&live.current().path, tx.clone()) {

@@ -82,18 +82,23 @@ fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>)
 
 /// Run until `shutdown`. Sends are spawned on `sends`, so shutdown can wait for them;
 /// `heartbeat` beats on every turn of the loop (at least every second) for the watchdog.
+///
+/// `main` is the runtime the fired sends run on: the daemon runs this loop on a thread of its
+/// own (see `daemon::run`), so that a fan-out burst keeping the main runtime's workers busy
+/// does not delay a fire, and hands each fire's storing back to `main`.
 pub async fn run(
     live: LiveConfig,
     outbox: Outbox,
     shutdown: CancellationToken,
     heartbeat: Heartbeat,
     sends: TaskTracker,
+    main: tokio::runtime::Handle,
 ) {
     let mut changes = live.subscribe();
     let mut cfg = live.current();
     let mut jobs = BTreeMap::new();
     for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-        fire(&cfg, &outbox, &sends, &name, Utc::now(), None);
+        fire(&cfg, &outbox, (&sends, &main), &name, Utc::now(), None);
     }
     loop {
         heartbeat.beat();
@@ -111,7 +116,7 @@ pub async fn run(
                 }
                 cfg = live.current();
                 for name in reconcile(&mut jobs, &cfg, Utc::now()) {
-                    fire(&cfg, &outbox, &sends, &name, Utc::now(), None);
+                    fire(&cfg, &outbox, (&sends, &main), &name, Utc::now(), None);
                 }
             }
             _ = tokio::time::sleep(wait) => {
@@ -120,7 +125,7 @@ pub async fn run(
                     let Some(s) = cfg.schedules.get(name) else { continue };
                     let due = due_instants(job, &s.cron, now, name);
                     for &instant in &due {
-                        fire(&cfg, &outbox, &sends, name, instant, Some(instant));
+                        fire(&cfg, &outbox, (&sends, &main), name, instant, Some(instant));
                         tracing::info!(schedule = %name, at = %instant.to_rfc3339(), next = %job.next.to_rfc3339(), "schedule fired");
                     }
                     if !due.is_empty() {
@@ -190,7 +195,7 @@ fn unix_seconds(t: DateTime<Utc>) -> f64 {
 fn fire(
     cfg: &Arc<Config>,
     outbox: &Outbox,
-    sends: &TaskTracker,
+    (sends, main): (&TaskTracker, &tokio::runtime::Handle),
     name: &str,
     at: DateTime<Utc>,
     instant: Option<DateTime<Utc>>,
@@ -234,7 +239,8 @@ fn fire(
     };
     let outbox = outbox.clone();
     let name = name.to_string();
-    sends.spawn(async move {
+    sends.spawn_on(
+        async move {
         match outbox.accept(accept).await {
             Ok(Accepted::FireSeen) => {
                 tracing::info!(schedule = %name, "this fire was stored by an earlier run; not again");
@@ -242,7 +248,9 @@ fn fire(
             Ok(_) => {}
             Err(e) => tracing::error!(schedule = %name, error = %e, "scheduled message could not be stored"),
         }
-    });
+    },
+        main,
+    );
 }
 
 #[cfg(test)]
