@@ -343,10 +343,7 @@ async fn send_batch(rest: &RestClient, hub: &str, chunk: &[Pending]) -> Sent {
     match result {
         Ok(()) => {
             for p in chunk {
-                let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
-                metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
-                    "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
-                .increment(1);
+                count(p, "sent");
             }
             Sent::Delivered
         }
@@ -366,17 +363,22 @@ async fn send_batch(rest: &RestClient, hub: &str, chunk: &[Pending]) -> Sent {
     }
 }
 
+/// Count `p` in `herald_messages_total` with `outcome`.
+fn count(p: &Pending, outcome: &'static str) {
+    let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
+    metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
+        "to" => p.message.to.kind(), "source" => source_kind, "outcome" => outcome)
+    .increment(1);
+}
+
 async fn send(rest: &RestClient, p: &Pending) -> Sent {
     let started = std::time::Instant::now();
     let result = rest.send_with_id(&p.message, Some(&p.id)).await;
     metrics::histogram!(m::REST_REQUEST_DURATION, "operation" => "send")
         .record(started.elapsed().as_secs_f64());
-    let source_kind = p.source.split(':').next().unwrap_or("route").to_string();
     match result {
         Ok(()) => {
-            metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
-                "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "sent")
-            .increment(1);
+            count(p, "sent");
             Sent::Delivered
         }
         Err(error) if permanent(&error) => {
@@ -384,9 +386,7 @@ async fn send(rest: &RestClient, p: &Pending) -> Sent {
             let cause = crate::daemon::delivery::full_cause(&error);
             tracing::error!(id = %p.id, source = %p.source, hub = %p.message.hub, error = %cause,
                 "outbox: the service refused the message for good; dropped");
-            metrics::counter!(m::MESSAGES, "hub" => p.message.hub.clone(),
-                "to" => p.message.to.kind(), "source" => source_kind, "outcome" => "refused")
-            .increment(1);
+            count(p, "refused");
             metrics::counter!(m::OUTBOX_DROPPED).increment(1);
             Sent::Dropped
         }

@@ -74,7 +74,12 @@ fn sendable_body(message: &Message) -> Result<Vec<u8>, RestError> {
             "message target (client method name) is empty".into(),
         ));
     }
-    let body = serde_json::to_vec(&message.payload()).map_err(|e| {
+    json_body(&message.payload())
+}
+
+/// `value` as a request body within `MAX_BODY_BYTES`.
+fn json_body(value: &impl serde::Serialize) -> Result<Vec<u8>, RestError> {
+    let body = serde_json::to_vec(value).map_err(|e| {
         RestError::InvalidArgument(format!("message arguments cannot be serialised: {e}"))
     })?;
     if body.len() > MAX_BODY_BYTES {
@@ -117,16 +122,7 @@ fn batch_body(hub: &str, items: &[(&Message, &str)]) -> Result<Vec<u8>, RestErro
         }
         list.push(item);
     }
-    let body = serde_json::to_vec(&list).map_err(|e| {
-        RestError::InvalidArgument(format!("message arguments cannot be serialised: {e}"))
-    })?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(RestError::TooLarge {
-            size: body.len(),
-            limit: MAX_BODY_BYTES,
-        });
-    }
-    Ok(body)
+    json_body(&list)
 }
 
 /// One REST operation, ready to send.
