@@ -27,6 +27,12 @@ impl Recipient {
             Recipient::Connection(_) => "connection",
         }
     }
+
+    /// Whether a send's `excluded` connections apply: hub-wide and group sends only, as
+    /// in Azure's REST API.
+    pub fn takes_excluded(&self) -> bool {
+        matches!(self, Recipient::All | Recipient::Group(_))
+    }
 }
 
 /// For people: `all`, `user alice`, `group ops`, `connection abc`.

@@ -586,7 +586,7 @@ impl Connection {
                 self.sent();
                 Push::Queued
             }
-            Err(queue::Full::Full) => {
+            Err(queue::Full) => {
                 tracing::warn!(
                     connection = %self.id,
                     hub = %self.hub,

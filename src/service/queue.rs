@@ -24,12 +24,9 @@ use super::connection::Outgoing;
 /// then costs one small allocation).
 const KEEP: usize = 0;
 
-/// Why [`Sender::try_push`] did not queue an item.
+/// [`Sender::try_push`] did not queue an item: the queue holds its limit of items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Full {
-    /// The queue holds its limit of items.
-    Full,
-}
+pub(crate) struct Full;
 
 struct Shared {
     items: Mutex<VecDeque<Outgoing>>,
@@ -83,7 +80,7 @@ impl Sender {
         {
             let mut items = self.0.items();
             if items.len() >= self.0.limit {
-                return Err(Full::Full);
+                return Err(Full);
             }
             items.push_back(item);
         }
@@ -163,7 +160,7 @@ mod tests {
         for i in 0..20 {
             tx.try_push(item(&i.to_string())).expect("room");
         }
-        assert_eq!(tx.try_push(item("x")), Err(Full::Full));
+        assert_eq!(tx.try_push(item("x")), Err(Full));
         assert_eq!(rx.len(), 20);
         for i in 0..20 {
             let got = rx.recv().await.expect("an item");

@@ -339,14 +339,15 @@ fn handle(
                 tracing::debug!(hub = %hub, message_id = id, "REST send repeats a message id: not delivered again");
                 return Ok(StatusCode::ACCEPTED.into_response());
             }
-            // `excluded` applies to hub-wide and group sends only (as in Azure).
-            let excluded = match target {
-                Target::All | Target::Group(_) => excluded,
-                Target::User(_) | Target::Connection(_) => Vec::new(),
+            let to = recipient(target);
+            let excluded = if to.takes_excluded() {
+                excluded
+            } else {
+                Vec::new()
             };
             let report = handle.send(&Message {
                 hub: hub.clone(),
-                to: recipient(target),
+                to,
                 target: target_name,
                 arguments,
                 excluded,
@@ -574,10 +575,10 @@ fn batch(hub: &str, body: &[u8]) -> Result<Vec<(Option<String>, Message)>, RestF
                     return Err(bad("at most one of `user`, `group` and `connection`".into()));
                 }
             };
-            // `excluded` applies to hub-wide and group sends only (as in Azure).
-            let excluded = match to {
-                Recipient::All | Recipient::Group(_) => item.excluded,
-                Recipient::User(_) | Recipient::Connection(_) => Vec::new(),
+            let excluded = if to.takes_excluded() {
+                item.excluded
+            } else {
+                Vec::new()
             };
             Ok((
                 item.id,

@@ -160,7 +160,6 @@ async fn run(
         () = connection.closed() => return,
     };
     let (mut sink, mut stream) = socket.split();
-    let mut final_first = Vec::new();
     if attachment.resumed {
         let replay = async {
             for frame in connection.resume_frames() {
@@ -168,8 +167,7 @@ async fn run(
             }
             sink.flush().await
         };
-        // Boxed: a rare path whose state need not widen every socket's task.
-        if Box::pin(replay).await.is_err() {
+        if replay.await.is_err() {
             guard.resumable = true;
             return;
         }
@@ -228,10 +226,12 @@ async fn run(
             }
         }
     };
-    if let Some(item) = batch.pending.take() {
-        // Taken from the queue but not written: it goes out with the final frames.
-        final_first.push(connection.before_write(item));
-    }
+    // Taken from the queue but not written: recorded for a resume, or sent with the final
+    // frames.
+    let pending = batch
+        .pending
+        .take()
+        .map(|item| connection.before_write(item));
     match end {
         End::Detached => return,
         End::PeerGone => {
@@ -245,7 +245,7 @@ async fn run(
     } else {
         close_code::NORMAL
     };
-    let mut frames = final_first;
+    let mut frames: Vec<_> = pending.into_iter().collect();
     frames.extend(connection.final_frames(&mut rx));
     let flush = async {
         for frame in frames {
@@ -257,8 +257,7 @@ async fn run(
         })))
         .await
     };
-    // Boxed, as the resume above: only a closing socket pays for its state.
-    if let Ok(Err(error)) = Box::pin(tokio::time::timeout(FLUSH_TIMEOUT, flush)).await {
+    if let Ok(Err(error)) = tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
         tracing::debug!(%error, connection = %connection.id, "closing WebSocket failed");
     }
 }

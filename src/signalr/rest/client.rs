@@ -57,6 +57,11 @@ impl fmt::Debug for EndpointClient {
 /// of JSON), checked before it is accepted for later delivery.
 pub fn check_sendable(message: &Message) -> Result<(), RestError> {
     sendable_body(message)?;
+    check_names(message)
+}
+
+/// The hub's and the recipient's names of `message`, checked.
+fn check_names(message: &Message) -> Result<(), RestError> {
     names::hub(&message.hub).map_err(|e| RestError::InvalidArgument(e.to_string()))?;
     let checked = match &message.to {
         Recipient::All => Ok(()),
@@ -69,12 +74,17 @@ pub fn check_sendable(message: &Message) -> Result<(), RestError> {
 
 /// The JSON body of a send, or why it cannot be sent.
 fn sendable_body(message: &Message) -> Result<Vec<u8>, RestError> {
+    check_target(message)?;
+    json_body(&message.payload())
+}
+
+fn check_target(message: &Message) -> Result<(), RestError> {
     if message.target.is_empty() {
         return Err(RestError::InvalidArgument(
             "message target (client method name) is empty".into(),
         ));
     }
-    json_body(&message.payload())
+    Ok(())
 }
 
 /// `value` as a request body within `MAX_BODY_BYTES`.
@@ -97,7 +107,10 @@ fn json_body(value: &impl serde::Serialize) -> Result<Vec<u8>, RestError> {
 fn batch_body(hub: &str, items: &[(&Message, &str)]) -> Result<Vec<u8>, RestError> {
     let mut list = Vec::with_capacity(items.len());
     for (message, id) in items {
-        check_sendable(message)?;
+        // What `check_sendable` checks, but serialised once, in the list (whose size
+        // `json_body` bounds).
+        check_target(message)?;
+        check_names(message)?;
         if !message.hub.eq_ignore_ascii_case(hub) {
             return Err(RestError::InvalidArgument(format!(
                 "a batch for hub `{hub}` holds a message for hub `{}`",
@@ -115,9 +128,7 @@ fn batch_body(hub: &str, items: &[(&Message, &str)]) -> Result<Vec<u8>, RestErro
             Recipient::Group(g) => item["group"] = g.as_str().into(),
             Recipient::Connection(c) => item["connection"] = c.as_str().into(),
         }
-        if !message.excluded.is_empty()
-            && matches!(message.to, Recipient::All | Recipient::Group(_))
-        {
+        if !message.excluded.is_empty() && message.to.takes_excluded() {
             item["excluded"] = message.excluded.clone().into();
         }
         list.push(item);

@@ -61,17 +61,15 @@ impl ApiVersion {
             ApiVersion::V2022_06_01 => "/:send",
             ApiVersion::V1 => "",
         };
-        let (operation, path, takes_excluded) = match to {
-            Recipient::All => ("send to hub", format!("{hub}{send}"), true),
+        let (operation, path) = match to {
+            Recipient::All => ("send to hub", format!("{hub}{send}")),
             Recipient::User(user) => (
                 "send to user",
                 format!("{hub}/users/{}{send}", segment(names::user, user)?),
-                false,
             ),
             Recipient::Group(group) => (
                 "send to group",
                 format!("{hub}/groups/{}{send}", segment(names::group, group)?),
-                true,
             ),
             Recipient::Connection(connection) => (
                 "send to connection",
@@ -79,13 +77,12 @@ impl ApiVersion {
                     "{hub}/connections/{}{send}",
                     segment(names::connection, connection)?
                 ),
-                false,
             ),
         };
         Ok(SendPath {
             operation,
             path,
-            takes_excluded,
+            takes_excluded: to.takes_excluded(),
         })
     }
 
