@@ -140,17 +140,16 @@ fn commit_batch(
             answers.push(fail(cmd, StoreError::Sql(e)));
             continue;
         }
-        let sp: &Connection = &tx;
-        let kept = |sp: &Connection, ok: bool| {
+        let kept = |ok: bool| {
             if !ok {
-                let _ = run_cached(sp, "ROLLBACK TO request");
+                let _ = run_cached(&tx, "ROLLBACK TO request");
             }
-            let _ = run_cached(sp, "RELEASE request");
+            let _ = run_cached(&tx, "RELEASE request");
         };
         let answer = match cmd {
             Command::Accept(accept, reply) => {
-                let result = accept_one(sp, accept);
-                kept(sp, result.is_ok());
+                let result = accept_one(&tx, accept);
+                kept(result.is_ok());
                 Answer::Accepted(reply, result)
             }
             Command::Delivered {
@@ -158,8 +157,8 @@ fn commit_batch(
                 history,
                 reply,
             } => {
-                let result = delivered_one(sp, seq, history, &mut touched);
-                kept(sp, result.is_ok());
+                let result = delivered_one(&tx, seq, history, &mut touched);
+                kept(result.is_ok());
                 Answer::Unit(reply, result)
             }
             Command::Prune {
@@ -167,13 +166,13 @@ fn commit_batch(
                 fires_older,
                 reply,
             } => {
-                let result = prune(sp, idempotency_window, fires_older);
-                kept(sp, result.is_ok());
+                let result = prune(&tx, idempotency_window, fires_older);
+                kept(result.is_ok());
                 Answer::Unit(reply, result)
             }
             Command::Ack(ack, reply) => {
-                let result = ack_one(sp, ack);
-                kept(sp, result.is_ok());
+                let result = ack_one(&tx, ack);
+                kept(result.is_ok());
                 Answer::Ack(reply, result)
             }
         };
