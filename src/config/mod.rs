@@ -105,6 +105,17 @@ impl Config {
         self.events.get(&hub.to_ascii_lowercase())
     }
 
+    /// Whether clients of `hub` can acknowledge messages (an `ack` method is configured):
+    /// only then are its messages recorded for acknowledgement.
+    pub fn acks_in(&self, hub: &str) -> bool {
+        self.events_of(hub).is_some_and(|events| {
+            events
+                .methods
+                .values()
+                .any(|m| matches!(m.action, EventAction::Ack))
+        })
+    }
+
     /// The hub named `name`, compared case-insensitively.
     pub fn hub_named(&self, name: &str) -> Option<&Hub> {
         self.hubs.get(name).or_else(|| {

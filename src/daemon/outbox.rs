@@ -285,23 +285,18 @@ async fn deliver_round(
                     }
                 }
             }
-            let removed = futures_util::future::join_all(
-                taken
-                    .iter()
-                    .map(|(p, policy)| store.delivered(p.seq, *policy)),
-            )
-            .await;
-            for ((p, policy), result) in taken.iter().zip(removed) {
-                match result {
-                    Ok(()) => round.delivered += 1,
-                    Err(error) => {
-                        // Sent, but still in the outbox: sent again later (and dropped as a
-                        // repeat by the embedded service).
-                        tracing::error!(id = %p.id, %error, "outbox: delivered but not removed");
-                        round.failed = true;
-                        continue;
-                    }
-                }
+            if let Err(error) = store
+                .delivered(taken.iter().map(|(p, policy)| (p, *policy)))
+                .await
+            {
+                // Sent, but still in the outbox: sent again later (and dropped as repeats by
+                // the embedded service).
+                tracing::error!(messages = taken.len(), %error, "outbox: delivered but not removed");
+                round.failed = true;
+                return round;
+            }
+            round.delivered += taken.len();
+            for (p, policy) in &taken {
                 // Clustered: the delivering node also keeps the entry in the shared history.
                 if let (Some(cluster), Some(policy)) = (cluster, policy)
                     && let Err(error) = cluster
@@ -498,6 +493,7 @@ mod tests {
                         message,
                         source: "route:r".into(),
                         retain: None,
+                        for_acks: false,
                     }],
                     ..Accept::default()
                 })

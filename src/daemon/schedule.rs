@@ -228,6 +228,7 @@ fn fire(
                 source: source.clone(),
                 key: String::new(),
             }),
+            for_acks: cfg.acks_in(&message.hub),
             source,
             message,
         }],

@@ -1,7 +1,7 @@
 //! herald's durable state, one SQLite file (`herald.db` in the state directory): the outbox of
 //! accepted messages, idempotency keys, per-hub history, retained statuses, the record of
-//! schedule fires, and client acknowledgements (with the hub and source of each message sent,
-//! kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write goes to one writer thread that
+//! schedule fires, and client acknowledgements (with the hub and source of each message sent
+//! to a hub that takes acks, kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write goes to one writer thread that
 //! commits in groups (many callers per transaction, see `writer`); reads use a second
 //! connection (WAL lets them run beside the writer).
 //!
@@ -80,6 +80,9 @@ pub struct NewMessage {
     pub source: String,
     /// Keep it as the latest status under this key (`retain: true`).
     pub retain: Option<RetainKey>,
+    /// Record it for acknowledgements (kept `MESSAGES_KEPT`): its hub has an `ack` method, so
+    /// clients may acknowledge it and `GET /api/messages/{id}` shows who did.
+    pub for_acks: bool,
 }
 
 /// Where a retained status is kept: the source (`route:NAME`, `schedule:NAME`) and a key
@@ -146,6 +149,49 @@ pub struct HistoryPolicy {
     pub keep: u32,
     /// Messages older than this are dropped.
     pub max_age: Duration,
+}
+
+/// A delivered message leaving the outbox, with its history row when its hub keeps one.
+#[derive(Debug)]
+struct Removal {
+    seq: i64,
+    history: Option<(HistoryPolicy, HistoryRow)>,
+}
+
+/// A history row, built from the message in hand.
+#[derive(Debug)]
+struct HistoryRow {
+    id: String,
+    /// Lowercased.
+    hub: String,
+    user: Option<String>,
+    time_ms: i64,
+    target: String,
+    arguments: String,
+}
+
+impl Removal {
+    fn new(p: &Pending, policy: Option<HistoryPolicy>) -> Result<Removal, StoreError> {
+        let kept = policy.filter(|policy| policy.keep > 0);
+        let history = match (kept, history_audience(&p.message.to)) {
+            (Some(policy), Some(user)) => Some((
+                policy,
+                HistoryRow {
+                    id: p.id.clone(),
+                    hub: p.message.hub.to_ascii_lowercase(),
+                    user: user.map(str::to_string),
+                    time_ms: p.accepted_ms,
+                    target: p.message.target.clone(),
+                    arguments: serde_json::to_string(&p.message.arguments)?,
+                },
+            )),
+            _ => None,
+        };
+        Ok(Removal {
+            seq: p.seq,
+            history,
+        })
+    }
 }
 
 /// One message of a hub's history.
@@ -323,20 +369,23 @@ impl Store {
             .await
     }
 
-    /// The message `seq` was delivered: remove it from the outbox and, when `history` is
-    /// given, keep it in its hub's history (broadcasts and user messages only), pruned to the
-    /// policy.
-    pub async fn delivered(
+    /// The service took these messages: remove them from the outbox and keep each one whose
+    /// policy is given in its hub's history (broadcasts and user messages only), pruned to the
+    /// policy. One request, all or nothing: on an error every message stays in the outbox.
+    /// The history rows come from the messages in hand, so nothing is read back.
+    pub async fn delivered<'a>(
         &self,
-        seq: i64,
-        history: Option<HistoryPolicy>,
+        messages: impl IntoIterator<Item = (&'a Pending, Option<HistoryPolicy>)>,
     ) -> Result<(), StoreError> {
-        self.write(|reply| writer::Command::Delivered {
-            seq,
-            history,
-            reply,
-        })
-        .await
+        let removals = messages
+            .into_iter()
+            .map(|(p, policy)| Removal::new(p, policy))
+            .collect::<Result<Vec<_>, _>>()?;
+        if removals.is_empty() {
+            return Ok(());
+        }
+        self.write(|reply| writer::Command::Delivered { removals, reply })
+            .await
     }
 
     /// Drop idempotency keys older than `window` and fire records older than `fires_older`.

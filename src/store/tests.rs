@@ -24,6 +24,7 @@ fn new(id: &str, message: Message) -> NewMessage {
         message,
         source: "route:status".into(),
         retain: None,
+        for_acks: true,
     }
 }
 
@@ -73,7 +74,7 @@ async fn accepted_messages_wait_in_order_and_delivered_ones_move_to_history() {
     );
     assert_eq!(store.outbox_stats().await.unwrap().depth, 3);
     for p in &pending {
-        store.delivered(p.seq, KEEP).await.unwrap();
+        store.delivered([(p, KEEP)]).await.unwrap();
     }
     assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
     // Group messages are not kept; the user message only for that user.
@@ -109,6 +110,44 @@ async fn accepted_messages_wait_in_order_and_delivered_ones_move_to_history() {
             .is_none()
     );
     assert_eq!(store.history_len("hub").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_delivery_removes_many_at_once_and_a_repeat_adds_no_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    for (id, to) in [
+        ("a", Recipient::All),
+        ("g", Recipient::Group("ops".into())),
+        ("u", Recipient::User("alice".into())),
+    ] {
+        store.accept(one(new(id, msg("Hub", to, 1)))).await.unwrap();
+    }
+    let pending = store.pending(0, 10).await.unwrap();
+    store
+        .delivered(pending.iter().map(|p| (p, KEEP)))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+    // The group message left the outbox without entering history.
+    assert_eq!(store.history_len("hub").await.unwrap(), 2);
+    // Delivered again (a retry racing a restart): nothing is removed, nothing added.
+    store
+        .delivered(pending.iter().map(|p| (p, KEEP)))
+        .await
+        .unwrap();
+    assert_eq!(store.history_len("hub").await.unwrap(), 2);
+    // Without a policy a delivery only removes.
+    store
+        .accept(one(new("b", msg("hub", Recipient::All, 2))))
+        .await
+        .unwrap();
+    let pending = store.pending(0, 10).await.unwrap();
+    store.delivered([(&pending[0], None)]).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap().depth, 0);
+    assert_eq!(store.history_len("hub").await.unwrap(), 2);
+    // Nothing to remove is no request at all.
+    store.delivered([]).await.unwrap();
 }
 
 #[tokio::test]
@@ -225,7 +264,7 @@ async fn history_is_pruned_to_its_count() {
             .unwrap();
     }
     for p in store.pending(0, 100).await.unwrap() {
-        store.delivered(p.seq, policy).await.unwrap();
+        store.delivered([(&p, policy)]).await.unwrap();
     }
     let kept = store
         .history("hub", None, None, 100)
@@ -267,7 +306,7 @@ async fn history_keeps_its_count_across_batches_and_a_reopen_and_drops_by_age() 
         let pending = store.pending(0, 100).await.unwrap();
         let done: Vec<_> = pending
             .iter()
-            .map(|p| store.delivered(p.seq, keep3))
+            .map(|p| store.delivered([(p, keep3)]))
             .collect();
         for result in futures_util::future::join_all(done).await {
             result.unwrap();
@@ -284,7 +323,7 @@ async fn history_keeps_its_count_across_batches_and_a_reopen_and_drops_by_age() 
             .unwrap();
     }
     for p in store.pending(0, 100).await.unwrap() {
-        store.delivered(p.seq, keep3).await.unwrap();
+        store.delivered([(&p, keep3)]).await.unwrap();
     }
     assert_eq!(ids(store.clone()).await, ["a7", "b0", "b1"]);
 
@@ -303,7 +342,7 @@ async fn history_keeps_its_count_across_batches_and_a_reopen_and_drops_by_age() 
         .await
         .unwrap();
     for p in store.pending(0, 100).await.unwrap() {
-        store.delivered(p.seq, young).await.unwrap();
+        store.delivered([(&p, young)]).await.unwrap();
     }
     assert_eq!(ids(store.clone()).await, ["new"]);
     assert_eq!(store.history_len("hub").await.unwrap(), 1);
@@ -397,6 +436,25 @@ async fn acks_are_recorded_once_per_connection_for_known_messages_only() {
         .await
         .unwrap();
     assert_eq!(unknown, AckOutcome::UnknownMessage);
+    // A message of a hub without an `ack` method is not recorded for acknowledgements.
+    store
+        .accept(one(NewMessage {
+            for_acks: false,
+            ..new("quiet", msg("Other", Recipient::All, 1))
+        }))
+        .await
+        .unwrap();
+    let quiet = store
+        .ack(NewAck {
+            id: "quiet".into(),
+            connection: "c1".into(),
+            user: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(quiet, AckOutcome::UnknownMessage);
+    assert!(store.acks("quiet").await.unwrap().is_none());
+    assert_eq!(store.pending(0, 10).await.unwrap().len(), 2, "still sent");
 
     let acks = store.acks("m1").await.unwrap().unwrap();
     assert_eq!(acks.hub, "Notifications");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accept, Accepted, HistoryPolicy, StoreError, history_audience, now_ms};
+use super::{Accept, Accepted, Removal, StoreError, now_ms};
 
 /// Most requests committed in one transaction.
 const BATCH: usize = 512;
@@ -22,8 +22,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) enum Command {
     Accept(Accept, Reply<Accepted>),
     Delivered {
-        seq: i64,
-        history: Option<HistoryPolicy>,
+        removals: Vec<Removal>,
         reply: Reply<()>,
     },
     Prune {
@@ -152,12 +151,10 @@ fn commit_batch(
                 kept(result.is_ok());
                 Answer::Accepted(reply, result)
             }
-            Command::Delivered {
-                seq,
-                history,
-                reply,
-            } => {
-                let result = delivered_one(&tx, seq, history, &mut touched);
+            Command::Delivered { removals, reply } => {
+                let result = removals
+                    .into_iter()
+                    .try_for_each(|removal| delivered_one(&tx, removal, &mut touched));
                 kept(result.is_ok());
                 Answer::Unit(reply, result)
             }
@@ -241,10 +238,12 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
         .execute(params![m.id, m.message.hub, text, m.source, now])?;
         seqs.push(conn.last_insert_rowid());
         // Who sent it and into which hub, for acknowledgements (kept `MESSAGES_KEPT`).
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO messages (id, hub, source, accepted_ms) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![m.id, m.message.hub, m.source, now])?;
+        if m.for_acks {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO messages (id, hub, source, accepted_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![m.id, m.message.hub, m.source, now])?;
+        }
         if let Some(key) = &m.retain {
             conn.prepare_cached(
                 "INSERT INTO retained (source, key, hub, id, time_ms, message)
@@ -274,47 +273,32 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
 
 fn delivered_one(
     conn: &Connection,
-    seq: i64,
-    history: Option<HistoryPolicy>,
+    removal: Removal,
     touched: &mut BTreeMap<(String, u32, u64), u64>,
 ) -> Result<(), StoreError> {
-    let Some(policy) = history.filter(|p| p.keep > 0) else {
-        // No history to keep: the removal is all (nothing to read back first).
-        conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
-            .execute([seq])?;
+    let removed = conn
+        .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+        .execute([removal.seq])?;
+    // Nothing removed: already delivered (a retry racing a restart), already in history.
+    let (Some((policy, row)), 1..) = (removal.history, removed) else {
         return Ok(());
     };
-    let row: Option<(String, String, i64)> = conn
-        .prepare_cached("SELECT id, message, accepted_ms FROM outbox WHERE seq = ?1")?
-        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((id, text, accepted_ms)) = row else {
-        // Already removed (delivered twice by a retry racing a restart): nothing to do.
-        return Ok(());
-    };
-    conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
-        .execute([seq])?;
-    let message: crate::message::Message = serde_json::from_str(&text)?;
-    let Some(user) = history_audience(&message.to) else {
-        return Ok(());
-    };
-    let hub = message.hub.to_ascii_lowercase();
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO history (seq, id, hub, user, time_ms, target, arguments)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
-            seq,
-            id,
-            hub,
-            user,
-            accepted_ms,
-            message.target,
-            serde_json::to_string(&message.arguments)?
+            removal.seq,
+            row.id,
+            row.hub,
+            row.user,
+            row.time_ms,
+            row.target,
+            row.arguments
         ])?;
     *touched
-        .entry((hub, policy.keep, policy.max_age.as_millis() as u64))
+        .entry((row.hub, policy.keep, policy.max_age.as_millis() as u64))
         .or_default() += inserted as u64;
     Ok(())
 }

@@ -191,14 +191,21 @@ impl Events {
                 crate::signalr::rest::check_sendable(&message)
                     .map_err(|e| refuse(format!("method `{}`: {e}", method.name)))?;
                 let source = format!("event:{}.{}", events_hub(cfg, caller), method.name);
-                self.relay(message, id, source).await
+                let for_acks = cfg.acks_in(&message.hub);
+                self.relay(message, id, source, for_acks).await
             }
         }
     }
 
     /// Hand a relayed message on: into the outbox, or (custom-handler mode) straight to the
     /// service.
-    async fn relay(&self, message: Message, id: String, source: String) -> Result<Value, Refusal> {
+    async fn relay(
+        &self,
+        message: Message,
+        id: String,
+        source: String,
+        for_acks: bool,
+    ) -> Result<Value, Refusal> {
         let Some(outbox) = &self.outbox else {
             return match self.rest.send_with_id(&message, Some(&id)).await {
                 Ok(()) => Ok(json!({ "id": id })),
@@ -216,6 +223,7 @@ impl Events {
                 message,
                 source,
                 retain: None,
+                for_acks,
             }],
             ..Accept::default()
         };

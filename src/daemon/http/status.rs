@@ -124,6 +124,7 @@ async fn accept_route(
                 source: source.clone(),
                 key: path.to_string(),
             }),
+            for_acks: cfg.acks_in(&message.hub),
             source,
             message,
         }],
