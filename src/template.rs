@@ -5,6 +5,8 @@
 //! Built on minijinja with strict undefined behaviour (a missing variable is an error that
 //! names it, never an empty string) and fuel (a template cannot loop forever).
 
+use std::collections::HashSet;
+
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
@@ -46,6 +48,9 @@ enum Node {
 pub struct Compiled {
     env: Environment<'static>,
     root: Node,
+    /// The top-level variables its strings read (`status` for `{{ status.code }}`); None
+    /// when that cannot be known (a template that includes or imports another).
+    roots: Option<HashSet<String>>,
 }
 
 fn environment() -> Environment<'static> {
@@ -75,8 +80,15 @@ impl Compiled {
     pub fn new(value: &Value) -> Result<Self, TemplateError> {
         let mut env = environment();
         let mut counter = 0usize;
-        let root = compile_node(&mut env, value, "", &mut counter)?;
-        Ok(Compiled { env, root })
+        let mut roots = Some(HashSet::new());
+        let root = compile_node(&mut env, value, "", &mut counter, &mut roots)?;
+        Ok(Compiled { env, root, roots })
+    }
+
+    /// Whether rendering may read the top-level variable `name`: callers skip building
+    /// variables no string reads.
+    pub fn uses(&self, name: &str) -> bool {
+        self.roots.as_ref().is_none_or(|roots| roots.contains(name))
     }
 
     /// Compile a single string (e.g. a `to.user` template).
@@ -112,6 +124,7 @@ fn compile_node(
     value: &Value,
     at: &str,
     counter: &mut usize,
+    roots: &mut Option<HashSet<String>>,
 ) -> Result<Node, TemplateError> {
     Ok(match value {
         Value::String(s) if has_syntax(s) => {
@@ -119,8 +132,13 @@ fn compile_node(
             let name = format!("{}#{}", if at.is_empty() { "value" } else { at }, counter);
             match lone_expression(s) {
                 Some(expr) => {
-                    env.compile_expression_owned(expr.to_string())
-                        .map_err(|e| to_error(at, &e))?;
+                    let read = env
+                        .compile_expression_owned(expr.to_string())
+                        .map_err(|e| to_error(at, &e))?
+                        .undeclared_variables(false);
+                    if let Some(roots) = roots {
+                        roots.extend(read);
+                    }
                     Node::Expression {
                         source: expr.to_string(),
                         path: variable_path(expr),
@@ -129,6 +147,16 @@ fn compile_node(
                 None => {
                     env.add_template_owned(name.clone(), s.clone())
                         .map_err(|e| to_error(at, &e))?;
+                    // Another template's reads are not this one's undeclared variables.
+                    let refers = ["include", "import", "extends"]
+                        .iter()
+                        .any(|tag| s.contains(tag));
+                    match (roots.as_mut(), env.get_template(&name)) {
+                        (Some(known), Ok(t)) if !refers => {
+                            known.extend(t.undeclared_variables(false));
+                        }
+                        _ => *roots = None,
+                    }
                     Node::Text(name)
                 }
             }
@@ -137,7 +165,7 @@ fn compile_node(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| compile_node(env, v, &format!("{at}[{i}]"), counter))
+                .map(|(i, v)| compile_node(env, v, &format!("{at}[{i}]"), counter, roots))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Node::Object(
@@ -148,7 +176,7 @@ fn compile_node(
                     } else {
                         format!("{at}.{k}")
                     };
-                    compile_node(env, v, &path, counter).map(|n| (k.clone(), n))
+                    compile_node(env, v, &path, counter, roots).map(|n| (k.clone(), n))
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -365,6 +393,27 @@ mod tests {
             .render(&vars)
             .unwrap_err();
         assert_eq!(err.missing.as_deref(), Some("absent"));
+    }
+
+    #[test]
+    fn a_template_knows_the_top_level_variables_it_reads() {
+        let t = Compiled::new(&json!({
+            "code": "{{ status.code }}",
+            "text": "order {{ order.id }}{% for x in items %} {{ x }}{% endfor %}",
+            "when": "{{ now | default('') }}",
+            "plain": "headers"
+        }))
+        .unwrap();
+        for read in ["status", "order", "items", "now"] {
+            assert!(t.uses(read), "{read}");
+        }
+        for unread in ["code", "id", "x", "headers", "query", "params"] {
+            assert!(!t.uses(unread), "{unread}");
+        }
+        // A template that includes or imports another may read anything.
+        let t = Compiled::new(&json!("{% include 'other' %}")).unwrap();
+        assert!(t.uses("headers"));
+        assert!(!Compiled::new(&json!(3)).unwrap().uses("anything"));
     }
 
     #[test]

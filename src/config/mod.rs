@@ -454,6 +454,11 @@ impl MessageTemplate {
         };
         Ok((target, arguments))
     }
+
+    /// Whether rendering may read the top-level variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.target.uses(name) || self.arguments.uses(name)
+    }
 }
 
 /// A compiled `to:`: the kind of recipient and its name template.

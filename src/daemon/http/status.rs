@@ -168,7 +168,9 @@ pub async fn render_route(
     check_auth(route, request.headers)?;
     let bytes = body.await?;
     let fields = parse_body(&bytes, request.headers)?;
-    let vars = variables(fields, request);
+    let vars = variables(fields, request, |name| {
+        route.template.uses(name) || route.to.as_ref().is_some_and(|to| to.value.uses(name))
+    });
     render_message(&route.hub, &route.template, route.to.as_ref(), &vars).map_err(|e| {
         let at = if e.at.is_empty() {
             String::new()
@@ -255,23 +257,37 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// Template variables: the body's fields, then `params`, `query`, `headers`, `now` and `id` (these
-/// names win over body fields of the same name).
-fn variables(mut fields: Map<String, Value>, request: &RouteRequest<'_>) -> Value {
-    let (params, query, headers) = (&request.params, &request.query, request.headers);
-    let mut header_map = Map::new();
-    for (name, value) in headers {
-        let name = name.as_str();
-        if HIDDEN_HEADERS.contains(&name) {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            header_map.insert(name.to_string(), Value::String(v.to_string()));
-        }
+/// names win over body fields of the same name). Each of those five is built only when
+/// `used` says the templates read it.
+fn variables(
+    mut fields: Map<String, Value>,
+    request: &RouteRequest<'_>,
+    used: impl Fn(&str) -> bool,
+) -> Value {
+    if used("params") {
+        fields.insert("params".into(), json!(request.params));
     }
-    fields.insert("params".into(), json!(params));
-    fields.insert("query".into(), json!(query));
-    fields.insert("headers".into(), Value::Object(header_map));
-    fields.insert("now".into(), Value::String(crate::daemon::now_rfc3339()));
-    fields.insert("id".into(), Value::String(request.id.clone()));
+    if used("query") {
+        fields.insert("query".into(), json!(request.query));
+    }
+    if used("headers") {
+        let mut headers = Map::new();
+        for (name, value) in request.headers {
+            let name = name.as_str();
+            if HIDDEN_HEADERS.contains(&name) {
+                continue;
+            }
+            if let Ok(v) = value.to_str() {
+                headers.insert(name.to_string(), Value::String(v.to_string()));
+            }
+        }
+        fields.insert("headers".into(), Value::Object(headers));
+    }
+    if used("now") {
+        fields.insert("now".into(), Value::String(crate::daemon::now_rfc3339()));
+    }
+    if used("id") {
+        fields.insert("id".into(), Value::String(request.id.clone()));
+    }
     Value::Object(fields)
 }
