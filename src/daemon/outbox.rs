@@ -8,6 +8,12 @@
 //! (`:sendBatch`, delivered in order), and delivery is exactly once: each message carries
 //! its id, and the service drops an id it has seen. Toward Azure it is at least once: a crash between
 //! Azure's answer and the removal from the outbox sends that message again on restart.
+//!
+//! Where the worker reads: the table, until a round shows it has caught up (the read held
+//! everything waiting and all of it was delivered); from then on the store's feed, which
+//! hands over what the writer commits without reading it back. Any failed round, a feed that
+//! dropped messages (its epoch moved), or a second with an empty feed sends it back to the
+//! table, so the table stays the record and the feed only a shortcut.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -156,6 +162,10 @@ pub async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
+    // Caught up at this feed epoch: everything waiting after `delivered_to` is in the feed.
+    let mut caught_up: Option<u64> = None;
+    let mut delivered_to: i64 = 0;
+    let mut last_table_read = std::time::Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -170,26 +180,55 @@ pub async fn run(
             last_stats = std::time::Instant::now();
             publish_stats(&store, history().keys()).await;
         }
-        let batch = match store.pending(0, ROUND).await {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::error!(%error, "outbox: cannot read the state database");
-                if pause(backoff, &signal, &shutdown, false).await {
-                    return;
+        // The table's read carries the feed epoch seen just before it.
+        let (batch, read_at) = match caught_up {
+            Some(epoch) => {
+                let fed = store.fed(delivered_to, ROUND as usize);
+                let dry = fed.messages.is_empty() && last_table_read.elapsed() >= IDLE_POLL;
+                if fed.epoch != epoch || dry {
+                    caught_up = None;
+                    continue;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
+                (fed.messages, None)
+            }
+            None => {
+                let epoch = store.feed_epoch();
+                last_table_read = std::time::Instant::now();
+                match store.pending(0, ROUND).await {
+                    Ok(batch) => (batch, Some(epoch)),
+                    Err(error) => {
+                        tracing::error!(%error, "outbox: cannot read the state database");
+                        if pause(backoff, &signal, &shutdown, false).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
             }
         };
         if batch.is_empty() {
             backoff = BACKOFF_MIN;
+            if read_at.is_some() {
+                caught_up = read_at;
+            }
             if pause(IDLE_POLL, &signal, &shutdown, true).await {
                 return;
             }
             continue;
         }
+        let whole_table = batch.len() < ROUND as usize;
+        let last_seq = batch.last().map_or(0, |p| p.seq);
         let round =
             deliver_round(&store, cluster.as_ref(), &rest, &history, batch, &shutdown).await;
+        if round.failed {
+            caught_up = None;
+        } else {
+            delivered_to = delivered_to.max(last_seq);
+            if whole_table && read_at.is_some() {
+                caught_up = read_at;
+            }
+        }
         if round.failed {
             let wait = round
                 .retry_after
@@ -437,16 +476,26 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
     /// A stand-in service that refuses the first `fail` sends with 503 and records the rest.
-    async fn stand_in(fail: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<serde_json::Value>>>) {
-        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let calls = Arc::new(AtomicUsize::new(0));
+    async fn stand_in(fail: usize) -> (std::net::SocketAddr, Seen) {
+        let calls = AtomicUsize::new(0);
+        stand_in_refusing(move || calls.fetch_add(1, Ordering::SeqCst) < fail).await
+    }
+
+    /// A stand-in service that answers 503 while `refuse()` says so and records the rest.
+    async fn stand_in_refusing(
+        refuse: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> (std::net::SocketAddr, Seen) {
+        let seen: Seen = Arc::default();
+        let refuse = Arc::new(refuse);
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
             let record = record.clone();
-            let calls = calls.clone();
+            let refuse = refuse.clone();
             async move {
-                if calls.fetch_add(1, Ordering::SeqCst) < fail {
+                if refuse() {
                     return StatusCode::SERVICE_UNAVAILABLE;
                 }
                 let value = serde_json::from_slice(&body).unwrap_or_default();
@@ -532,5 +581,90 @@ mod tests {
         );
         let history = store.history("hub", None, None, 10).await.unwrap().unwrap();
         assert_eq!(history.len(), 5);
+    }
+
+    fn numbered(from: usize, n: usize) -> Accept {
+        let messages = (from..from + n)
+            .map(|i| NewMessage {
+                id: format!("m{i}"),
+                message: Message {
+                    hub: "hub".into(),
+                    to: Recipient::All,
+                    target: "t".into(),
+                    arguments: vec![serde_json::json!(i)],
+                    excluded: Vec::new(),
+                },
+                source: "route:r".into(),
+                retain: None,
+                for_acks: false,
+            })
+            .collect();
+        Accept {
+            messages,
+            ..Accept::default()
+        }
+    }
+
+    async fn drained(store: &Store) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while store.outbox_stats().await.unwrap().depth > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// From the feed once caught up, back to the table when the service fails and the feed
+    /// overflows behind it, and to the feed again: every message once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn feed_and_table_hand_over_without_loss_or_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, seen) = {
+            let down = down.clone();
+            stand_in_refusing(move || down.load(Ordering::SeqCst)).await
+        };
+        let outbox = Outbox::new(store.clone());
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run(
+            outbox.clone(),
+            client(addr),
+            Arc::new(BTreeMap::new),
+            Arc::new(|| Duration::from_secs(60)),
+            stop.clone(),
+        ));
+        outbox.accept(numbered(0, 3)).await.unwrap();
+        drained(&store).await;
+        // Caught up: these come through the feed.
+        for i in 0..3 {
+            outbox.accept(numbered(3 + i * 2, 2)).await.unwrap();
+        }
+        drained(&store).await;
+        // The service goes away; more than the feed holds piles up behind it.
+        down.store(true, Ordering::SeqCst);
+        let mut next = 9;
+        for _ in 0..10 {
+            outbox.accept(numbered(next, 500)).await.unwrap();
+            next += 500;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(store.outbox_stats().await.unwrap().depth > 4096);
+        down.store(false, Ordering::SeqCst);
+        drained(&store).await;
+        outbox.accept(numbered(next, 3)).await.unwrap();
+        next += 3;
+        drained(&store).await;
+        stop.cancel();
+        worker.await.unwrap();
+        let args: Vec<serde_json::Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["arguments"][0].clone())
+            .collect();
+        assert_eq!(
+            args,
+            (0..next).map(|n| serde_json::json!(n)).collect::<Vec<_>>()
+        );
     }
 }

@@ -10,8 +10,11 @@
 //! process crash and a power cut; with `normal` it survives a process crash, and a power cut
 //! may lose the last commits.
 
+mod feed;
 mod schema;
 mod writer;
+
+pub use feed::Fed;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -304,6 +307,8 @@ struct Inner {
     /// The read connection. A std `Mutex`: reads are short and run in `spawn_blocking`, never
     /// across an `.await`.
     reader: Mutex<Connection>,
+    /// What the writer just stored into the outbox, for the worker (see `feed`).
+    feed: Arc<feed::Feed>,
 }
 
 impl std::fmt::Debug for Store {
@@ -331,12 +336,14 @@ impl Store {
         let write = schema::open(&path, synchronous)?;
         let reader = schema::open_reader(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        writer::spawn(write, rx, path.clone())?;
+        let feed = Arc::new(feed::Feed::default());
+        writer::spawn(write, rx, path.clone(), feed.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 writes: tx,
                 reader: Mutex::new(reader),
+                feed,
             }),
         })
     }
@@ -456,6 +463,18 @@ impl Store {
             Ok(Err(_)) => Err(StoreError::Closed),
             Err(_) => Err(StoreError::Timeout(WRITE_TIMEOUT)),
         }
+    }
+
+    /// The feed's epoch: read it before [`Store::pending`], and a [`Fed`] of the same epoch
+    /// holds every message stored after that read.
+    pub fn feed_epoch(&self) -> u64 {
+        self.inner.feed.epoch()
+    }
+
+    /// Up to `limit` messages from the feed, the ones stored most recently, after sequence
+    /// number `after`, oldest first, without reading the table.
+    pub fn fed(&self, after: i64, limit: usize) -> Fed {
+        self.inner.feed.take(after, limit)
     }
 
     /// Up to `limit` pending messages after sequence number `after`, oldest first.

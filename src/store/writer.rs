@@ -6,12 +6,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accept, Accepted, Removal, StoreError, now_ms};
+use super::feed::{Feed, Stored};
+use super::{Accept, Accepted, Pending, Removal, StoreError, now_ms};
 
 /// Most requests committed in one transaction.
 const BATCH: usize = 512;
@@ -76,10 +78,11 @@ pub(super) fn spawn(
     conn: Connection,
     rx: mpsc::Receiver<Command>,
     path: PathBuf,
+    feed: Arc<Feed>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("herald-store".into())
-        .spawn(move || run(conn, rx, path))
+        .spawn(move || run(conn, rx, path, &feed))
         .map(|_| ())
         .map_err(|e| StoreError::Unusable {
             path: PathBuf::new(),
@@ -88,7 +91,7 @@ pub(super) fn spawn(
 }
 
 /// Serve requests until every `Store` handle is dropped.
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, feed: &Feed) {
     let mut batch = Vec::with_capacity(BATCH);
     // Messages in each hub's history, counted once and then kept up to date here (the
     // writer is the table's only writer), so pruning to `keep` costs what it removes.
@@ -101,11 +104,16 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf) {
                 Err(_) => break,
             }
         }
-        let (answers, commit) = commit_batch(&mut conn, batch.drain(..), &mut history_counts);
-        if let Err(e) = &commit {
-            tracing::error!(path = %path.display(), error = %e, "state database commit failed");
-            // Rolled back: count again when next needed.
-            history_counts.clear();
+        let (answers, committed, commit) =
+            commit_batch(&mut conn, batch.drain(..), &mut history_counts);
+        match &commit {
+            // Into the feed before anyone hears "stored": the worker finds them there.
+            Ok(()) => feed.push(committed),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "state database commit failed");
+                // Rolled back: count again when next needed.
+                history_counts.clear();
+            }
         }
         for answer in answers {
             answer.send(&commit, &path);
@@ -117,8 +125,10 @@ fn commit_batch(
     conn: &mut Connection,
     batch: impl Iterator<Item = Command>,
     history_counts: &mut HashMap<String, u64>,
-) -> (Vec<Answer>, Result<(), String>) {
+) -> (Vec<Answer>, Vec<Stored>, Result<(), String>) {
     let mut answers = Vec::new();
+    // The messages stored, in sequence order, with the size of their text (for the feed).
+    let mut committed = Vec::new();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -126,7 +136,7 @@ fn commit_batch(
             for cmd in batch {
                 answers.push(refuse(cmd));
             }
-            return (answers, Err(e));
+            return (answers, committed, Err(e));
         }
     };
     // Hubs whose history grew in this batch (by how many), pruned once at the end.
@@ -147,7 +157,10 @@ fn commit_batch(
         };
         let answer = match cmd {
             Command::Accept(accept, reply) => {
-                let result = accept_one(&tx, accept);
+                let result = accept_one(&tx, accept).map(|(accepted, stored)| {
+                    committed.extend(stored);
+                    accepted
+                });
                 kept(result.is_ok());
                 Answer::Accepted(reply, result)
             }
@@ -181,7 +194,7 @@ fn commit_batch(
         }
     }
     let commit = tx.commit().map_err(|e| e.to_string());
-    (answers, commit)
+    (answers, committed, commit)
 }
 
 /// Run one statement without parameters from the statement cache.
@@ -204,7 +217,8 @@ fn fail(cmd: Command, e: StoreError) -> Answer {
     }
 }
 
-fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError> {
+/// Store one request; also the messages stored, as the outbox will read them.
+fn accept_one(conn: &Connection, accept: Accept) -> Result<(Accepted, Vec<Stored>), StoreError> {
     let now = now_ms();
     if let Some(idem) = &accept.idempotency {
         let seen: Option<(String, i64)> = conn
@@ -218,7 +232,7 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
         if let Some((answer, created)) = seen
             && now.saturating_sub(created) < idem.window.as_millis() as i64
         {
-            return Ok(Accepted::Repeat(answer));
+            return Ok((Accepted::Repeat(answer), Vec::new()));
         }
     }
     if let Some(fire) = &accept.fire {
@@ -226,17 +240,18 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
             .prepare_cached("INSERT OR IGNORE INTO fires (schedule, instant_ms) VALUES (?1, ?2)")?
             .execute(params![fire.schedule, fire.instant_ms])?;
         if inserted == 0 {
-            return Ok(Accepted::FireSeen);
+            return Ok((Accepted::FireSeen, Vec::new()));
         }
     }
     let mut seqs = Vec::with_capacity(accept.messages.len());
-    for m in &accept.messages {
+    let mut stored = Vec::with_capacity(accept.messages.len());
+    for m in accept.messages {
         let text = serde_json::to_string(&m.message)?;
         conn.prepare_cached(
             "INSERT INTO outbox (id, hub, message, source, accepted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![m.id, m.message.hub, text, m.source, now])?;
-        seqs.push(conn.last_insert_rowid());
+        let seq = conn.last_insert_rowid();
         // Who sent it and into which hub, for acknowledgements (kept `MESSAGES_KEPT`).
         if m.for_acks {
             conn.prepare_cached(
@@ -261,6 +276,16 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
                 text
             ])?;
         }
+        seqs.push(seq);
+        let bytes = text.len();
+        let pending = Pending {
+            seq,
+            id: m.id,
+            message: m.message,
+            source: m.source,
+            accepted_ms: now,
+        };
+        stored.push((pending, bytes));
     }
     if let Some(idem) = &accept.idempotency {
         conn.prepare_cached(
@@ -268,7 +293,7 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<Accepted, StoreError>
         )?
         .execute(params![idem.scope, idem.key, idem.answer, now])?;
     }
-    Ok(Accepted::Stored(seqs))
+    Ok((Accepted::Stored(seqs), stored))
 }
 
 fn delivered_one(
