@@ -336,7 +336,8 @@ async fn history_keeps_its_count_across_batches_and_a_reopen_and_drops_by_age() 
         .accept(one(new("old", msg("hub", Recipient::All, 0))))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Past the age, and past the writer's next age check (at most once a second per hub).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     store
         .accept(one(new("new", msg("hub", Recipient::All, 1))))
         .await

@@ -17,6 +17,17 @@ use super::{Accept, Accepted, Pending, Removal, StoreError, now_ms};
 
 /// Most requests committed in one transaction.
 const BATCH: usize = 512;
+/// How often a hub's history is checked for messages past its age (per hub, on deliveries).
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the writer keeps of a hub's history between batches (it is the table's only writer).
+#[derive(Debug, Default)]
+struct HubHistory {
+    /// Messages in it.
+    count: u64,
+    /// When it was last checked for messages past their age.
+    age_checked: Option<std::time::Instant>,
+}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -95,7 +106,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, fee
     let mut batch = Vec::with_capacity(BATCH);
     // Messages in each hub's history, counted once and then kept up to date here (the
     // writer is the table's only writer), so pruning to `keep` costs what it removes.
-    let mut history_counts: HashMap<String, u64> = HashMap::new();
+    let mut history_counts: HashMap<String, HubHistory> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < BATCH {
@@ -124,7 +135,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, fee
 fn commit_batch(
     conn: &mut Connection,
     batch: impl Iterator<Item = Command>,
-    history_counts: &mut HashMap<String, u64>,
+    history_counts: &mut HashMap<String, HubHistory>,
 ) -> (Vec<Answer>, Vec<Stored>, Result<(), String>) {
     let mut answers = Vec::new();
     // The messages stored, in sequence order, with the size of their text (for the feed).
@@ -329,51 +340,60 @@ fn delivered_one(
 }
 
 /// Keep `hub`'s history within `keep` messages and `max_age_ms`, `added` having just been
-/// inserted. The count comes from `counts` (one `count(*)` the first time), so a prune
-/// costs what it removes rather than a walk over `keep` rows. Age: the oldest message is
-/// looked up first and the delete runs only when it is past the age (messages are stored
-/// in time order, so it is the first to go).
+/// inserted. The count comes from `hubs` (one `count(*)` the first time), so a prune costs
+/// what it removes rather than a walk over `keep` rows. Age: at most every
+/// `AGE_CHECK_EVERY`, the oldest message is looked up and the delete runs only when it is
+/// past the age (messages are stored in time order, so it is the first to go).
 fn prune_history(
     conn: &Connection,
     hub: &str,
     keep: u32,
     max_age_ms: u64,
     added: u64,
-    counts: &mut HashMap<String, u64>,
+    hubs: &mut HashMap<String, HubHistory>,
 ) -> Result<(), StoreError> {
-    let count = match counts.get_mut(hub) {
-        Some(count) => {
-            *count += added;
-            count
+    let known = match hubs.get_mut(hub) {
+        Some(known) => {
+            known.count += added;
+            known
         }
         None => {
             // Counted now, with this batch's messages already in.
             let n: i64 = conn
                 .prepare_cached("SELECT count(*) FROM history WHERE hub = ?1")?
                 .query_row([hub], |r| r.get(0))?;
-            counts.entry(hub.to_string()).or_insert(n.max(0) as u64)
+            hubs.entry(hub.to_string()).or_insert(HubHistory {
+                count: n.max(0) as u64,
+                age_checked: None,
+            })
         }
     };
-    let cutoff = now_ms().saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
-    let oldest: Option<i64> = conn
-        .prepare_cached("SELECT time_ms FROM history WHERE hub = ?1 ORDER BY seq LIMIT 1")?
-        .query_row([hub], |r| r.get(0))
-        .optional()?;
-    if oldest.is_some_and(|t| t < cutoff) {
-        let gone = conn
-            .prepare_cached("DELETE FROM history WHERE hub = ?1 AND time_ms < ?2")?
-            .execute(params![hub, cutoff])?;
-        *count = count.saturating_sub(gone as u64);
+    if known
+        .age_checked
+        .is_none_or(|at| at.elapsed() >= AGE_CHECK_EVERY)
+    {
+        known.age_checked = Some(std::time::Instant::now());
+        let cutoff = now_ms().saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
+        let oldest: Option<i64> = conn
+            .prepare_cached("SELECT time_ms FROM history WHERE hub = ?1 ORDER BY seq LIMIT 1")?
+            .query_row([hub], |r| r.get(0))
+            .optional()?;
+        if oldest.is_some_and(|t| t < cutoff) {
+            let gone = conn
+                .prepare_cached("DELETE FROM history WHERE hub = ?1 AND time_ms < ?2")?
+                .execute(params![hub, cutoff])?;
+            known.count = known.count.saturating_sub(gone as u64);
+        }
     }
-    if *count > u64::from(keep) {
-        let excess = *count - u64::from(keep);
+    if known.count > u64::from(keep) {
+        let excess = known.count - u64::from(keep);
         let gone = conn
             .prepare_cached(
                 "DELETE FROM history WHERE seq IN
                    (SELECT seq FROM history WHERE hub = ?1 ORDER BY seq LIMIT ?2)",
             )?
             .execute(params![hub, i64::try_from(excess).unwrap_or(i64::MAX)])?;
-        *count = count.saturating_sub(gone as u64);
+        known.count = known.count.saturating_sub(gone as u64);
     }
     Ok(())
 }
