@@ -9,6 +9,7 @@
 //! (negotiated with `useStatefulReconnect=true`) that already had one resumes it.
 
 mod long_polling;
+mod read_gate;
 mod sse;
 mod ws;
 

@@ -27,6 +27,8 @@ use crate::service::Shared;
 use crate::service::connection::{Attachment, Connection, FLUSH_TIMEOUT, Outgoing, SocketGuard};
 use crate::service::queue;
 
+use super::read_gate::ReadGate;
+
 /// Per-socket read buffer (tungstenite's default of 128 KiB is allocated per connection).
 const READ_BUFFER: usize = 256;
 /// Bytes gathered before a write hits the socket.
@@ -184,13 +186,15 @@ async fn run(
     let mut closed = pin!(connection.closed());
     let mut detached = pin!(attachment.detached.cancelled());
     let mut batch = Batch::default();
+    // A wake for the queue does not poll the socket's read side too.
+    let gate = ReadGate::new();
     let end = loop {
         let full = connection.replay_full();
         tokio::select! {
             biased;
             () = &mut closed, if full => break End::Closing,
             () = &mut detached, if full => break End::Detached,
-            incoming = stream.next() => match incoming {
+            incoming = std::future::poll_fn(|cx| gate.poll_next(&mut stream, cx)) => match incoming {
                 Some(Ok(WsMessage::Text(text))) => connection.receive(text.as_bytes(), &shared),
                 Some(Ok(WsMessage::Binary(data))) => connection.receive(&data, &shared),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => connection.touch(),
