@@ -8,7 +8,12 @@
 # herald's main run also fires a schedule every second and takes a reload (SIGHUP) in its
 # saturated phase; the tool records the fires' lag and the reload from /metrics.
 #
-# Overrides: SERVER_CPUS, TOOL_CPUS, SWEEP, NODE_SWEEP, CLIENTS, SECS, BENCH_PERF=1 (records
+# The host's speed drifts from minute to minute, so the p99 ratio is also measured on
+# LAT_REPEATS more lean/herald pairs run back to back, and the status route ROUTE_RUNS times;
+# the report gives every pair and run with their median.
+#
+# Overrides: SERVER_CPUS, TOOL_CPUS, SWEEP, NODE_SWEEP, CLIENTS, SECS, LAT_REPEATS, ROUTE_RUNS,
+# BENCH_PERF=1 (records
 # `perf record -g` of herald and lean during the saturated phase into bench/results/PROFILE/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +27,8 @@ esac
 : "${CLIENTS:=2000}" "${SECS:=10}" "${PAYLOAD:=64}"
 LAT_RATE=20                          # 20 msgs/s x 2,000 clients = 40k deliveries/s
 USER_RATE=5000                       # user sends/s at two connection counts (below the route's limit)
+: "${LAT_REPEATS:=4}"                # more lean/herald pairs of the latency phase (medians)
+: "${ROUTE_RUNS:=3}"                 # status route runs (median)
 SAT_DELIVERIES=400000                # asked deliveries/s in the saturated and sweep runs
 SAT_RATE=$((SAT_DELIVERIES / CLIENTS))
 API_KEY=bench-api-key-0123456789abcdef-0123456789
@@ -130,10 +137,18 @@ for name in lean herald ws socketio; do
   done
 done
 
+echo "== p99 at $LAT_RATE msgs/s: $LAT_REPEATS more lean/herald pairs" >&2
+for _ in $(seq 1 "$LAT_REPEATS"); do
+  fanout lean --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag latency-repeat
+  fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag latency-repeat
+done
+
 echo "== herald: negotiate and status route request rates" >&2
 start herald
 tool http --server herald --what "negotiate (POST /api/negotiate)" --url http://127.0.0.1:7071/api/negotiate --pid "$PID" --out "$RESULTS" --secs 5
-tool http --server herald --what "status route (POST /api/bench, outbox on)" --url http://127.0.0.1:7071/api/bench --body --api-key "$API_KEY" --pid "$PID" --out "$RESULTS" --secs 5
+for _ in $(seq 1 "$ROUTE_RUNS"); do
+  tool http --server herald --what "status route (POST /api/bench, outbox on)" --url http://127.0.0.1:7071/api/bench --body --api-key "$API_KEY" --pid "$PID" --out "$RESULTS" --secs 5
+done
 stop
 
 "$TOOL" report --results "$RESULTS" --profile "$PROFILE" --markdown BENCHMARKS.md \

@@ -71,6 +71,16 @@ fn thousands(x: f64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// The median (the mean of the middle two for an even count); NaN for none.
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
 fn ms(x: f64) -> String {
     if !x.is_finite() {
         "–".into()
@@ -166,6 +176,49 @@ pub fn run(args: Args) -> Result<()> {
             h.0 / l.0,
             args.latency_rate,
             h.1 / l.1
+        )?;
+    }
+
+    // The latency phase again, lean and herald alternating: this host's speed drifts from
+    // minute to minute, so one pair is one sample of the ratio; the median is the steadier one.
+    let latency_runs = |server: &str| -> Vec<f64> {
+        records
+            .iter()
+            .filter(|r| {
+                s(r, "kind") == "fanout"
+                    && s(r, "server") == server
+                    && (f(r, "rate_asked") - args.latency_rate).abs() < 1e-9
+                    && (s(r, "tag") == "main" || s(r, "tag") == "latency-repeat")
+            })
+            .map(|r| f(r, "p99_ms"))
+            .collect()
+    };
+    let (lean_p99, herald_p99) = (latency_runs("lean"), latency_runs("herald"));
+    if lean_p99.len() > 1 && herald_p99.len() > 1 {
+        writeln!(
+            md,
+            "\n#### p99 at {} msgs/s, lean and herald alternating (the main run first)\n",
+            args.latency_rate
+        )?;
+        writeln!(md, "| pair | lean p99 | herald p99 | herald / lean |")?;
+        writeln!(md, "| --- | --- | --- | --- |")?;
+        let mut ratios = Vec::new();
+        for (i, (l, h)) in lean_p99.iter().zip(&herald_p99).enumerate() {
+            ratios.push(h / l);
+            writeln!(
+                md,
+                "| {} | {} | {} | {:.2}x |",
+                i + 1,
+                ms(*l),
+                ms(*h),
+                h / l
+            )?;
+        }
+        writeln!(
+            md,
+            "\nMedian of the {} pairs: **{:.2}x** (target ≤ 1.25x).",
+            ratios.len(),
+            median(&mut ratios)
         )?;
     }
 
@@ -326,7 +379,8 @@ pub fn run(args: Args) -> Result<()> {
         "| server | endpoint | concurrency | accepted/s | p50 | p99 | errors | server CPU |"
     )?;
     writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
-    for r in records.iter().filter(|r| s(r, "kind") == "http") {
+    let http: Vec<&Value> = records.iter().filter(|r| s(r, "kind") == "http").collect();
+    for r in &http {
         writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {:.0}% |",
@@ -339,6 +393,30 @@ pub fn run(args: Args) -> Result<()> {
             u(r, "errors"),
             f(r, "server_cpu_pct")
         )?;
+    }
+
+    // Repeated endpoints (the status route runs several times): their median.
+    let mut by_what: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for r in &http {
+        by_what
+            .entry((s(r, "server"), s(r, "what")))
+            .or_default()
+            .push(f(r, "per_s"));
+    }
+    for ((server, what), mut rates) in by_what {
+        if rates.len() > 1 {
+            writeln!(
+                md,
+                "\n{what} ({server}): median of {} runs **{}/s** (each: {}).",
+                rates.len(),
+                thousands(median(&mut rates.clone())),
+                rates
+                    .iter_mut()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
     }
 
     // Errors worth reading.
