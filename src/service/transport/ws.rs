@@ -21,7 +21,7 @@ use axum::extract::ws::{
     CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code,
 };
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 
 use crate::service::Shared;
 use crate::service::connection::{Attachment, Connection, FLUSH_TIMEOUT, Outgoing, SocketGuard};
@@ -161,13 +161,15 @@ async fn run(
         () = attachment.detached.cancelled() => return,
         () = connection.closed() => return,
     };
-    let (mut sink, mut stream) = socket.split();
+    // One socket for both directions, unsplit: a split would take a lock around every
+    // read poll and every write. The loop reads and writes it by turns.
+    let mut socket = socket;
     if attachment.resumed {
         let replay = async {
             for frame in connection.resume_frames() {
-                sink.feed(frame.into_ws()).await?;
+                socket.feed(frame.into_ws()).await?;
             }
-            sink.flush().await
+            socket.flush().await
         };
         if replay.await.is_err() {
             guard.resumable = true;
@@ -194,7 +196,7 @@ async fn run(
             biased;
             () = &mut closed, if full => break End::Closing,
             () = &mut detached, if full => break End::Detached,
-            incoming = std::future::poll_fn(|cx| gate.poll_next(&mut stream, cx)) => match incoming {
+            incoming = std::future::poll_fn(|cx| gate.poll_next(&mut socket, cx)) => match incoming {
                 Some(Ok(WsMessage::Text(text))) => connection.receive(text.as_bytes(), &shared),
                 Some(Ok(WsMessage::Binary(data))) => connection.receive(&data, &shared),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => connection.touch(),
@@ -214,7 +216,7 @@ async fn run(
                 let message = batch.gather(&connection, item, &mut rx);
                 tokio::select! {
                     biased;
-                    result = sink.send(message) => if result.is_err() {
+                    result = socket.send(message) => if result.is_err() {
                         break End::PeerGone;
                     },
                     () = &mut closed => break End::Closing,
@@ -223,7 +225,7 @@ async fn run(
             }
             _ = tick(&mut acks), if acks.is_some() => {
                 if let Some(ack) = connection.ack_frame()
-                    && sink.send(ack.into_ws()).await.is_err()
+                    && socket.send(ack.into_ws()).await.is_err()
                 {
                     break End::PeerGone;
                 }
@@ -253,9 +255,9 @@ async fn run(
     frames.extend(connection.final_frames(&mut rx));
     let flush = async {
         for frame in frames {
-            sink.feed(frame.into_ws()).await?;
+            socket.feed(frame.into_ws()).await?;
         }
-        sink.send(WsMessage::Close(Some(CloseFrame {
+        socket.send(WsMessage::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::default(),
         })))
