@@ -257,11 +257,12 @@ async fn run(
         for frame in frames {
             socket.feed(frame.into_ws()).await?;
         }
-        socket.send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::default(),
-        })))
-        .await
+        socket
+            .send(WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::default(),
+            })))
+            .await
     };
     if let Ok(Err(error)) = tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
         tracing::debug!(%error, connection = %connection.id, "closing WebSocket failed");
