@@ -527,28 +527,7 @@ mod tests {
     async fn delivers_in_order_after_failures_and_keeps_history() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
-        for n in 0..5 {
-            let message = Message {
-                hub: "hub".into(),
-                to: Recipient::All,
-                target: "t".into(),
-                arguments: vec![serde_json::json!(n)],
-                excluded: Vec::new(),
-            };
-            store
-                .accept(Accept {
-                    messages: vec![NewMessage {
-                        id: format!("m{n}"),
-                        message,
-                        source: "route:r".into(),
-                        retain: None,
-                        for_acks: false,
-                    }],
-                    ..Accept::default()
-                })
-                .await
-                .unwrap();
-        }
+        store.accept(numbered(0, 5)).await.unwrap();
         let (addr, seen) = stand_in(3).await;
         let stop = CancellationToken::new();
         let policy = HistoryPolicy {
@@ -562,25 +541,25 @@ mod tests {
             Arc::new(|| Duration::from_secs(60)),
             stop.clone(),
         ));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while store.outbox_stats().await.unwrap().depth > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        drained(&store).await;
         stop.cancel();
         worker.await.unwrap();
-        let args: Vec<serde_json::Value> = seen
-            .lock()
+        assert_eq!(sent(&seen), numbers(0..5));
+        let history = store.history("hub", None, None, 10).await.unwrap().unwrap();
+        assert_eq!(history.len(), 5);
+    }
+
+    /// The first argument of each message the stand-in took, in order.
+    fn sent(seen: &Seen) -> Vec<serde_json::Value> {
+        seen.lock()
             .unwrap()
             .iter()
             .map(|v| v["arguments"][0].clone())
-            .collect();
-        assert_eq!(
-            args,
-            (0..5).map(|n| serde_json::json!(n)).collect::<Vec<_>>()
-        );
-        let history = store.history("hub", None, None, 10).await.unwrap().unwrap();
-        assert_eq!(history.len(), 5);
+            .collect()
+    }
+
+    fn numbers(range: std::ops::Range<usize>) -> Vec<serde_json::Value> {
+        range.map(|n| serde_json::json!(n)).collect()
     }
 
     fn numbered(from: usize, n: usize) -> Accept {
@@ -656,15 +635,6 @@ mod tests {
         drained(&store).await;
         stop.cancel();
         worker.await.unwrap();
-        let args: Vec<serde_json::Value> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|v| v["arguments"][0].clone())
-            .collect();
-        assert_eq!(
-            args,
-            (0..next).map(|n| serde_json::json!(n)).collect::<Vec<_>>()
-        );
+        assert_eq!(sent(&seen), numbers(0..next));
     }
 }
