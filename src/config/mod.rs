@@ -547,6 +547,14 @@ pub struct Route {
     pub retain: bool,
 }
 
+impl Route {
+    /// Whether rendering its message (template and recipient) may read the top-level
+    /// variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.template.uses(name) || self.to.as_ref().is_some_and(|to| to.value.uses(name))
+    }
+}
+
 /// A route's request budget: `requests` per `per`, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {

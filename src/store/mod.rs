@@ -1,9 +1,9 @@
 //! herald's durable state, one SQLite file (`herald.db` in the state directory): the outbox of
 //! accepted messages, idempotency keys, per-hub history, retained statuses, the record of
 //! schedule fires, and client acknowledgements (with the hub and source of each message sent
-//! to a hub that takes acks, kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write goes to one writer thread that
-//! commits in groups (many callers per transaction, see `writer`); reads use a second
-//! connection (WAL lets them run beside the writer).
+//! to a hub that takes acks, kept `MESSAGES_KEPT`). [`Store`] is a cheap handle: every write
+//! goes to one writer thread that commits in groups (many callers per transaction, see
+//! `writer`); reads use a second connection (WAL lets them run beside the writer).
 //!
 //! Durability: the database runs in WAL mode. With `synchronous = full` (the default) a
 //! commit is on disk before its callers hear "stored", so an accepted message survives a

@@ -104,9 +104,10 @@ pub(super) fn spawn(
 /// Serve requests until every `Store` handle is dropped.
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, feed: &Feed) {
     let mut batch = Vec::with_capacity(BATCH);
-    // Messages in each hub's history, counted once and then kept up to date here (the
-    // writer is the table's only writer), so pruning to `keep` costs what it removes.
-    let mut history_counts: HashMap<String, HubHistory> = HashMap::new();
+    // Each hub's history as the writer knows it (it is the table's only writer): its count,
+    // taken once and then kept up to date, so pruning to `keep` costs what it removes, and
+    // when it was last checked for age.
+    let mut hubs: HashMap<String, HubHistory> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < BATCH {
@@ -115,15 +116,14 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, fee
                 Err(_) => break,
             }
         }
-        let (answers, committed, commit) =
-            commit_batch(&mut conn, batch.drain(..), &mut history_counts);
+        let (answers, committed, commit) = commit_batch(&mut conn, batch.drain(..), &mut hubs);
         match &commit {
             // Into the feed before anyone hears "stored": the worker finds them there.
             Ok(()) => feed.push(committed),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "state database commit failed");
                 // Rolled back: count again when next needed.
-                history_counts.clear();
+                hubs.clear();
             }
         }
         for answer in answers {
@@ -135,7 +135,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, fee
 fn commit_batch(
     conn: &mut Connection,
     batch: impl Iterator<Item = Command>,
-    history_counts: &mut HashMap<String, HubHistory>,
+    hubs: &mut HashMap<String, HubHistory>,
 ) -> (Vec<Answer>, Vec<Stored>, Result<(), String>) {
     let mut answers = Vec::new();
     // The messages stored, in sequence order, with the size of their text (for the feed).
@@ -200,8 +200,8 @@ fn commit_batch(
         answers.push(answer);
     }
     for ((hub, keep, max_age_ms), added) in touched {
-        if prune_history(&tx, &hub, keep, max_age_ms, added, history_counts).is_err() {
-            history_counts.remove(&hub);
+        if prune_history(&tx, &hub, keep, max_age_ms, added, hubs).is_err() {
+            hubs.remove(&hub);
         }
     }
     let commit = tx.commit().map_err(|e| e.to_string());
@@ -254,7 +254,6 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<(Accepted, Vec<Stored
             return Ok((Accepted::FireSeen, Vec::new()));
         }
     }
-    let mut seqs = Vec::with_capacity(accept.messages.len());
     let mut stored = Vec::with_capacity(accept.messages.len());
     for m in accept.messages {
         let text = serde_json::to_string(&m.message)?;
@@ -287,7 +286,6 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<(Accepted, Vec<Stored
                 text
             ])?;
         }
-        seqs.push(seq);
         let bytes = text.len();
         let pending = Pending {
             seq,
@@ -304,6 +302,7 @@ fn accept_one(conn: &Connection, accept: Accept) -> Result<(Accepted, Vec<Stored
         )?
         .execute(params![idem.scope, idem.key, idem.answer, now])?;
     }
+    let seqs = stored.iter().map(|(p, _)| p.seq).collect();
     Ok((Accepted::Stored(seqs), stored))
 }
 

@@ -168,9 +168,7 @@ pub async fn render_route(
     check_auth(route, request.headers)?;
     let bytes = body.await?;
     let fields = parse_body(&bytes, request.headers)?;
-    let vars = variables(fields, request, |name| {
-        route.template.uses(name) || route.to.as_ref().is_some_and(|to| to.value.uses(name))
-    });
+    let vars = variables(fields, request, |name| route.uses(name));
     render_message(&route.hub, &route.template, route.to.as_ref(), &vars).map_err(|e| {
         let at = if e.at.is_empty() {
             String::new()

@@ -143,8 +143,10 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// `socket` serves both directions, unsplit (a split would take a lock around every read
+/// poll and every write): the loop reads and writes it by turns.
 async fn run(
-    socket: WebSocket,
+    mut socket: WebSocket,
     connection: Arc<Connection>,
     shared: Arc<Shared>,
     attachment: Attachment,
@@ -161,9 +163,6 @@ async fn run(
         () = attachment.detached.cancelled() => return,
         () = connection.closed() => return,
     };
-    // One socket for both directions, unsplit: a split would take a lock around every
-    // read poll and every write. The loop reads and writes it by turns.
-    let mut socket = socket;
     if attachment.resumed {
         let replay = async {
             for frame in connection.resume_frames() {
