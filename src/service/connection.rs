@@ -398,7 +398,11 @@ impl Connection {
     }
 
     fn millis(&self) -> u64 {
-        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.millis_at(Instant::now())
+    }
+
+    fn millis_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Note client activity (resets the client timeout).
@@ -411,10 +415,11 @@ impl Connection {
         self.created + Duration::from_millis(self.last_received_ms.load(Ordering::Relaxed))
     }
 
-    /// Note that a frame was queued for the client (postpones the next keep-alive Ping).
-    fn sent(&self) {
+    /// Note that a frame was queued for the client at `now` (postpones the next keep-alive
+    /// Ping).
+    fn sent(&self, now: Instant) {
         self.last_sent_ms
-            .fetch_max(self.millis(), Ordering::Relaxed);
+            .fetch_max(self.millis_at(now), Ordering::Relaxed);
     }
 
     fn last_sent(&self) -> Instant {
@@ -578,12 +583,18 @@ impl Connection {
 
     /// Offer a frame to the queue without waiting. A full queue closes the connection.
     pub(crate) fn try_push(&self, item: Outgoing) -> Push {
+        self.try_push_at(item, Instant::now())
+    }
+
+    /// [`try_push`](Self::try_push) with the clock already read (fan-out reads it once per
+    /// message, not once per recipient).
+    pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant) -> Push {
         if self.is_closed() {
             return Push::Closed;
         }
         match self.queue.try_push(item) {
             Ok(()) => {
-                self.sent();
+                self.sent(now);
                 Push::Queued
             }
             Err(queue::Full) => {
@@ -874,7 +885,7 @@ pub(crate) async fn supervise(connection: Arc<Connection>, shared: Arc<Shared>) 
                     // from now (marked here too, so a Ping that could not be queued
                     // cannot turn this loop into a spin).
                     connection.push_message(&HubMessage::Ping);
-                    connection.sent();
+                    connection.sent(now);
                 }
                 // Otherwise something was sent meanwhile: sleep until the new deadline.
             }

@@ -42,6 +42,7 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
     let invocation = HubMessage::invocation(message.target.clone(), message.arguments.clone());
     let mut json: Option<Option<Frame>> = None;
     let mut msgpack: Option<Option<Frame>> = None;
+    let now = tokio::time::Instant::now();
     for connection in targets {
         let Some(protocol) = connection.protocol() else {
             continue;
@@ -60,7 +61,7 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         let Some(frame) = frame else {
             continue;
         };
-        match connection.try_push(Outgoing::tracked(frame.clone())) {
+        match connection.try_push_at(Outgoing::tracked(frame.clone()), now) {
             Push::Queued => report.queued += 1,
             Push::SlowConsumer => {
                 report.slow_consumers += 1;

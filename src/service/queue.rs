@@ -1,12 +1,14 @@
 //! The bounded outbound queue of one connection: fan-out pushes without waiting, the
 //! connection's transport takes.
 //!
-//! A `VecDeque` behind a std `Mutex` with a `Notify`, rather than a `tokio::sync::mpsc`
-//! channel: tokio's channel allocates a block of 32 slots and its cache-padded state up
-//! front (about 3.4 KiB per connection), while most connections are idle; this queue
-//! allocates when something is queued and gives its room back once drained. One consumer
-//! at a time (the transport holding [`Connection::outbound`](super::connection)); the
-//! lock is held for a push or a pop, never across an `.await`.
+//! A slot and a `VecDeque` behind a std `Mutex`, with an `AtomicWaker` for the consumer,
+//! rather than a `tokio::sync::mpsc` channel: tokio's channel allocates a block of 32 slots
+//! and its cache-padded state up front (about 3.4 KiB per connection), while most
+//! connections are idle. Here the oldest item sits in the slot, so a quiet connection (one
+//! frame at a time, the usual case) never allocates; only a backlog fills the `VecDeque`,
+//! which gives its room back once drained. One consumer at a time (the transport holding
+//! [`Connection::outbound`](super::connection)); the lock is held for a push or a pop,
+//! never across an `.await`.
 //!
 //! The queue also tells its consumer when to stop: [`Sender::close`] (the connection is
 //! closing) and [`Sender::interrupt`] (a newer WebSocket takes the connection over) make
@@ -15,23 +17,50 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::connection::Outgoing;
-
-/// Room kept after the queue drains (none: an idle connection holds no buffer; a push
-/// then costs one small allocation).
-const KEEP: usize = 0;
 
 /// [`Sender::try_push`] did not queue an item: the queue holds its limit of items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
+/// The queued items, oldest first: `first`, then `rest` (which is empty while `first` is).
+#[derive(Default)]
+struct Items {
+    first: Option<Outgoing>,
+    rest: VecDeque<Outgoing>,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push(&mut self, item: Outgoing) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Outgoing> {
+        let item = self.first.take().or_else(|| self.rest.pop_front());
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            // `shrink_to(0)` frees the buffer.
+            self.rest.shrink_to(0);
+        }
+        item
+    }
+}
+
 struct Shared {
-    items: Mutex<VecDeque<Outgoing>>,
-    /// Wakes the consumer; holds one permit when nobody waits, so no push is missed.
-    ready: Notify,
+    items: Mutex<Items>,
+    /// The consumer waiting in `recv`, woken by every push, `close` and `interrupt`.
+    waker: AtomicWaker,
     limit: usize,
     /// Set by `close`: `recv` answers `None` from then on (what is left stays for
     /// `try_recv`, the final flush).
@@ -54,8 +83,8 @@ pub(crate) struct Receiver {
 /// A queue of at most `limit` items (at least one).
 pub(crate) fn bounded(limit: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
-        items: Mutex::new(VecDeque::new()),
-        ready: Notify::new(),
+        items: Mutex::new(Items::default()),
+        waker: AtomicWaker::new(),
         limit: limit.max(1),
         closed: AtomicBool::new(false),
         interrupts: AtomicU64::new(0),
@@ -68,7 +97,7 @@ pub(crate) fn bounded(limit: usize) -> (Sender, Receiver) {
 }
 
 impl Shared {
-    fn items(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+    fn items(&self) -> MutexGuard<'_, Items> {
         // A poisoned lock only means a panic elsewhere mid-push of plain data.
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -82,22 +111,22 @@ impl Sender {
             if items.len() >= self.0.limit {
                 return Err(Full);
             }
-            items.push_back(item);
+            items.push(item);
         }
-        self.0.ready.notify_one();
+        self.0.waker.wake();
         Ok(())
     }
 
     /// The connection is closing: `recv` answers `None` from now on.
     pub(crate) fn close(&self) {
         self.0.closed.store(true, Ordering::Release);
-        self.0.ready.notify_one();
+        self.0.waker.wake();
     }
 
     /// Make the consumer's next `recv` answer `None` (it should look why).
     pub(crate) fn interrupt(&self) {
         self.0.interrupts.fetch_add(1, Ordering::AcqRel);
-        self.0.ready.notify_one();
+        self.0.waker.wake();
     }
 }
 
@@ -105,31 +134,36 @@ impl Receiver {
     /// The next item, waiting for one; `None` once the queue is closed, or once after an
     /// interrupt. Cancel-safe: nothing is taken unless returned.
     pub(crate) async fn recv(&mut self) -> Option<Outgoing> {
-        loop {
-            if self.shared.closed.load(Ordering::Acquire) {
-                return None;
+        std::future::poll_fn(|cx| {
+            if let Some(answer) = self.answer_now() {
+                return Poll::Ready(answer);
             }
-            let interrupts = self.shared.interrupts.load(Ordering::Acquire);
-            if interrupts != self.seen {
-                self.seen = interrupts;
-                return None;
+            self.shared.waker.register(cx.waker());
+            // What came between the look above and the registration is seen here.
+            match self.answer_now() {
+                Some(answer) => Poll::Ready(answer),
+                None => Poll::Pending,
             }
-            if let Some(item) = self.try_recv() {
-                return Some(item);
-            }
-            self.shared.ready.notified().await;
+        })
+        .await
+    }
+
+    /// What `recv` answers now, if it need not wait.
+    fn answer_now(&mut self) -> Option<Option<Outgoing>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Some(None);
         }
+        let interrupts = self.shared.interrupts.load(Ordering::Acquire);
+        if interrupts != self.seen {
+            self.seen = interrupts;
+            return Some(None);
+        }
+        self.try_recv().map(Some)
     }
 
     /// The next item if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
-        let mut items = self.shared.items();
-        let item = items.pop_front();
-        if items.is_empty() && items.capacity() > KEEP {
-            // `shrink_to(0)` frees the buffer.
-            items.shrink_to(KEEP);
-        }
-        item
+        self.shared.items().pop()
     }
 
     /// Items queued now.
@@ -168,12 +202,22 @@ mod tests {
         }
         assert!(rx.try_recv().is_none());
         assert_eq!(
-            rx.shared.items().capacity(),
-            KEEP,
+            rx.shared.items().rest.capacity(),
+            0,
             "an empty queue holds no buffer"
         );
         tx.try_push(item("again")).expect("room after draining");
+        assert_eq!(
+            rx.shared.items().rest.capacity(),
+            0,
+            "one item at a time needs no buffer"
+        );
+        tx.try_push(item("and again")).expect("room");
         assert_eq!(text(&rx.recv().await.expect("an item")), b"again");
+        tx.try_push(item("last")).expect("room");
+        assert_eq!(text(&rx.recv().await.expect("an item")), b"and again");
+        assert_eq!(text(&rx.recv().await.expect("an item")), b"last");
+        assert_eq!(rx.len(), 0);
     }
 
     #[tokio::test]
