@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::signalr::rest::{RestClient, RestError};
@@ -38,38 +37,19 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the outbox and history gauges are refreshed.
 const STATS_EVERY: Duration = Duration::from_secs(2);
 
-/// Wakes the worker when something was stored. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
-
-impl OutboxSignal {
-    /// Something new is in the store.
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-}
-
-/// Where routes and schedules hand messages over: the store, and the signal that wakes the
-/// worker. Cheap to clone.
+/// Where routes and schedules hand messages over: the store (whose writer wakes the worker
+/// on each commit). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     store: Store,
-    signal: OutboxSignal,
     /// The cluster, when clustered: fire locks and idempotency keys are cluster-wide.
     cluster: Option<crate::cluster::Cluster>,
-}
-
-impl std::fmt::Debug for OutboxSignal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OutboxSignal")
-    }
 }
 
 impl Outbox {
     pub fn new(store: Store) -> Outbox {
         Outbox {
             store,
-            signal: OutboxSignal::default(),
             cluster: None,
         }
     }
@@ -95,8 +75,8 @@ impl Outbox {
         crate::cluster::Shared::new(self.store.clone(), self.cluster.clone())
     }
 
-    /// Store `accept` durably and wake the worker. Once this returns `Stored`, the messages
-    /// are delivered even if herald dies next.
+    /// Store `accept` durably (the commit wakes the worker). Once this returns `Stored`, the
+    /// messages are delivered even if herald dies next.
     pub async fn accept(&self, accept: Accept) -> Result<Accepted, StoreError> {
         if let Some(cluster) = &self.cluster
             && let Some(seen) = crate::cluster::shared_accept(cluster, &accept).await
@@ -112,15 +92,13 @@ impl Outbox {
             None => Vec::new(),
         };
         let accepted = self.store.accept(accept).await?;
-        if matches!(accepted, Accepted::Stored(_)) {
-            self.signal.notify();
-            if let Some(cluster) = &self.cluster
-                && let Err(error) = cluster
-                    .keep_retained(&retained, crate::store::now_ms())
-                    .await
-            {
-                tracing::warn!(%error, "cluster: retained status kept on this node only");
-            }
+        if matches!(accepted, Accepted::Stored(_))
+            && let Some(cluster) = &self.cluster
+            && let Err(error) = cluster
+                .keep_retained(&retained, crate::store::now_ms())
+                .await
+        {
+            tracing::warn!(%error, "cluster: retained status kept on this node only");
         }
         Ok(accepted)
     }
@@ -154,11 +132,7 @@ pub async fn run(
     idempotency_window: Arc<dyn Fn() -> Duration + Send + Sync>,
     shutdown: CancellationToken,
 ) {
-    let Outbox {
-        store,
-        signal,
-        cluster,
-    } = outbox;
+    let Outbox { store, cluster } = outbox;
     let mut backoff = BACKOFF_MIN;
     let mut last_stats = std::time::Instant::now() - STATS_EVERY;
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
@@ -198,7 +172,7 @@ pub async fn run(
                     Ok(batch) => (batch, Some(epoch)),
                     Err(error) => {
                         tracing::error!(%error, "outbox: cannot read the state database");
-                        if pause(backoff, &signal, &shutdown, false).await {
+                        if pause(backoff, &store, &shutdown, false).await {
                             return;
                         }
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -212,7 +186,7 @@ pub async fn run(
             if read_at.is_some() {
                 caught_up = read_at;
             }
-            if pause(IDLE_POLL, &signal, &shutdown, true).await {
+            if pause(IDLE_POLL, &store, &shutdown, true).await {
                 return;
             }
             continue;
@@ -233,7 +207,7 @@ pub async fn run(
             let wait = round
                 .retry_after
                 .map_or(backoff, |asked| asked.min(BACKOFF_MAX).max(backoff));
-            if pause(wait, &signal, &shutdown, false).await {
+            if pause(wait, &store, &shutdown, false).await {
                 return;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -244,15 +218,10 @@ pub async fn run(
 }
 
 /// Sleep for `d` (or until woken, when `wakeable`) or shutdown; true on shutdown.
-async fn pause(
-    d: Duration,
-    signal: &OutboxSignal,
-    shutdown: &CancellationToken,
-    wakeable: bool,
-) -> bool {
+async fn pause(d: Duration, store: &Store, shutdown: &CancellationToken, wakeable: bool) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => false,
-        () = signal.0.notified(), if wakeable => false,
+        () = store.stored(), if wakeable => false,
         () = shutdown.cancelled() => true,
     }
 }

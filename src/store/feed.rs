@@ -3,9 +3,15 @@
 //! a bounded copy, never the record: the outbox table is. When the feed overflows (no worker,
 //! or a worker stuck behind a failing service) it is emptied and its epoch moves on, and the
 //! worker, seeing the epoch change, reads the table again until it has caught up.
+//!
+//! The feed also wakes the worker: the writer thread pushes right after the commit, before
+//! the accepting request hears "stored", so delivery starts without waiting for that
+//! request's answer to be written.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+
+use tokio::sync::Notify;
 
 use super::Pending;
 
@@ -20,6 +26,8 @@ pub(super) type Stored = (Pending, usize);
 #[derive(Debug, Default)]
 pub(super) struct Feed {
     inner: Mutex<Inner>,
+    /// Notified on each push (a permit is kept while nobody waits).
+    arrived: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -51,16 +59,24 @@ impl Feed {
         if committed.is_empty() {
             return;
         }
-        let mut inner = self.lock();
-        for (pending, bytes) in committed {
-            if inner.queue.len() >= MAX_MESSAGES || inner.bytes + bytes > MAX_BYTES {
-                inner.queue.clear();
-                inner.bytes = 0;
-                inner.epoch += 1;
+        {
+            let mut inner = self.lock();
+            for (pending, bytes) in committed {
+                if inner.queue.len() >= MAX_MESSAGES || inner.bytes + bytes > MAX_BYTES {
+                    inner.queue.clear();
+                    inner.bytes = 0;
+                    inner.epoch += 1;
+                }
+                inner.bytes += bytes;
+                inner.queue.push_back((pending, bytes));
             }
-            inner.bytes += bytes;
-            inner.queue.push_back((pending, bytes));
         }
+        self.arrived.notify_one();
+    }
+
+    /// Resolves after the next push, or at once if one came since the last wait.
+    pub(super) fn arrived(&self) -> tokio::sync::futures::Notified<'_> {
+        self.arrived.notified()
     }
 
     /// The epoch now.

@@ -471,6 +471,12 @@ impl Store {
         self.inner.feed.epoch()
     }
 
+    /// Resolves once the writer has committed new outbox messages (at once if it did since
+    /// the last wait): what wakes the outbox worker.
+    pub fn stored(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.feed.arrived()
+    }
+
     /// Up to `limit` messages from the feed, the ones stored most recently, after sequence
     /// number `after`, oldest first, without reading the table.
     pub fn fed(&self, after: i64, limit: usize) -> Fed {
