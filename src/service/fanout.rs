@@ -30,32 +30,37 @@ pub struct SendReport {
 /// Deliver `message` to its recipients.
 pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
     metrics::counter!(service_metrics::MESSAGES, "recipient" => message.to.kind()).increment(1);
-    // Built for the first recipient (a message nobody receives is not even encoded).
-    let mut invocation: Option<HubMessage> = None;
+    let targets = registry.resolve(&message.hub, &message.to, &message.excluded);
+    let mut report = SendReport {
+        connections: targets.len(),
+        ..SendReport::default()
+    };
+    if targets.is_empty() {
+        service_metrics::dropped(DropReason::NoRecipient);
+        return report;
+    }
+    let invocation = HubMessage::invocation(message.target.clone(), message.arguments.clone());
     let mut json: Option<Option<Frame>> = None;
     let mut msgpack: Option<Option<Frame>> = None;
-    let mut report = SendReport::default();
     let now = tokio::time::Instant::now();
-    registry.for_each(&message.hub, &message.to, &message.excluded, |connection| {
-        report.connections += 1;
+    for connection in targets {
         let Some(protocol) = connection.protocol() else {
-            return;
+            continue;
         };
         let slot = match protocol {
             Protocol::Json => &mut json,
             Protocol::MessagePack => &mut msgpack,
         };
-        let frame = slot.get_or_insert_with(|| {
-            let invocation = invocation.get_or_insert_with(|| {
-                HubMessage::invocation(message.target.clone(), message.arguments.clone())
-            });
-            encode(protocol, invocation, &message.target)
+        let frame = slot.get_or_insert_with(|| match encode_frame(protocol, &invocation) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, protocol = protocol.name(), target = %message.target, "could not encode a message");
+                None
+            }
         });
         let Some(frame) = frame else {
-            return;
+            continue;
         };
-        // Pushing only flags a full queue's connection as closing; it never calls back
-        // into the registry, whose read lock is held here.
         match connection.try_push_at(Outgoing::tracked(frame.clone()), now) {
             Push::Queued => report.queued += 1,
             Push::SlowConsumer => {
@@ -64,24 +69,9 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
             }
             Push::Closed => service_metrics::dropped(DropReason::Closed),
         }
-    });
-    if report.connections == 0 {
-        service_metrics::dropped(DropReason::NoRecipient);
-        return report;
     }
     metrics::counter!(service_metrics::DELIVERIES).increment(report.queued as u64);
     report
-}
-
-/// `invocation` as one frame of `protocol`; `None` (logged) if it cannot be encoded.
-fn encode(protocol: Protocol, invocation: &HubMessage, target: &str) -> Option<Frame> {
-    match encode_frame(protocol, invocation) {
-        Ok(frame) => Some(frame),
-        Err(error) => {
-            tracing::error!(%error, protocol = protocol.name(), target, "could not encode a message");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -316,25 +316,10 @@ impl Registry {
         to: &Recipient,
         excluded: &[String],
     ) -> Vec<Arc<Connection>> {
-        let mut found = Vec::new();
-        self.for_each(hub, to, excluded, |c| found.push(Arc::clone(c)));
-        found
-    }
-
-    /// Call `f` with each connection [`resolve`](Self::resolve) would give, under the
-    /// registry's read lock and without collecting them (fan-out's path: no list, no
-    /// reference count touched per recipient). `f` must not call back into the registry.
-    pub(crate) fn for_each(
-        &self,
-        hub: &str,
-        to: &Recipient,
-        excluded: &[String],
-        mut f: impl FnMut(&Arc<Connection>),
-    ) {
         let now = Instant::now();
         let t = self.read();
         let Some(hub) = t.hubs.get(&hub_key(hub)) else {
-            return;
+            return Vec::new();
         };
         let not_excluded = |id: &str| !excluded.iter().any(|e| e == id);
         match to {
@@ -342,25 +327,22 @@ impl Registry {
                 .connections
                 .values()
                 .filter(|c| not_excluded(&c.id))
-                .for_each(f),
+                .cloned()
+                .collect(),
             Recipient::User(user) => hub
                 .users
                 .get(user)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| hub.connections.get(id))
-                .for_each(f),
+                .filter_map(|id| hub.connections.get(id).cloned())
+                .collect(),
             Recipient::Group(group) => hub
                 .group_connection_ids(group, now)
                 .into_iter()
                 .filter(|id| not_excluded(id))
-                .filter_map(|id| hub.connections.get(id))
-                .for_each(f),
-            Recipient::Connection(id) => {
-                if let Some(c) = hub.connections.get(id) {
-                    f(c);
-                }
-            }
+                .filter_map(|id| hub.connections.get(id).cloned())
+                .collect(),
+            Recipient::Connection(id) => hub.connections.get(id).cloned().into_iter().collect(),
         }
     }
 
