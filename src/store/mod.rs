@@ -8,7 +8,7 @@
 //! Durability: the database runs in WAL mode. With `synchronous = full` (the default) a
 //! commit is on disk before its callers hear "stored", so an accepted message survives a
 //! process crash and a power cut; with `normal` it survives a process crash, and a power cut
-//! may lose the last commits.
+//! may lose the last commits. Removals and prunes alone are never synced (see `writer`).
 
 mod feed;
 mod schema;
@@ -337,7 +337,7 @@ impl Store {
         let reader = schema::open_reader(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let feed = Arc::new(feed::Feed::default());
-        writer::spawn(write, rx, path.clone(), feed.clone())?;
+        writer::spawn(write, synchronous, rx, path.clone(), feed.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,

@@ -75,6 +75,14 @@ fn unusable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Set the connection's `synchronous` level (it applies to the commits that follow).
+pub(super) fn set_synchronous(conn: &Connection, level: Synchronous) -> rusqlite::Result<()> {
+    conn.execute_batch(match level {
+        Synchronous::Full => "PRAGMA synchronous = FULL;",
+        Synchronous::Normal => "PRAGMA synchronous = NORMAL;",
+    })
+}
+
 /// The writer's connection: pragmas set, tables created, version checked.
 pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
@@ -95,12 +103,7 @@ pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             format!("cannot switch to WAL mode (got {mode})"),
         ));
     }
-    let level = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.execute_batch(&format!("PRAGMA synchronous = {level};"))
-        .map_err(|e| unusable(path, e))?;
+    set_synchronous(&conn, synchronous).map_err(|e| unusable(path, e))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| unusable(path, e))?;

@@ -3,6 +3,12 @@
 //! `BATCH`), runs each in its own savepoint (one bad request fails alone), commits once and
 //! only then answers every caller. Under load many requests share one fsync, so durability
 //! costs little throughput; alone, a request is committed at once.
+//!
+//! Only what a caller is promised is synced: a batch of removals and prunes alone (the
+//! outbox's "delivered", which comes in the middle of a fan-out) commits without its own
+//! fsync. WAL is appended in order, so the next synced commit takes it to disk too; a power
+//! cut before then can only bring back messages as still waiting, and they are sent again
+//! (the at-least-once window the outbox already has between a send and its removal).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -13,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::feed::{Feed, Stored};
-use super::{Accept, Accepted, Pending, Removal, StoreError, now_ms};
+use super::{Accept, Accepted, Pending, Removal, StoreError, Synchronous, now_ms};
 
 /// Most requests committed in one transaction.
 const BATCH: usize = 512;
@@ -44,6 +50,55 @@ pub(super) enum Command {
         reply: Reply<()>,
     },
     Ack(super::NewAck, Reply<super::AckOutcome>),
+}
+
+impl Command {
+    /// Whether losing this write to a power cut breaks no promise (see the module docs).
+    fn needs_no_sync(&self) -> bool {
+        matches!(self, Command::Delivered { .. } | Command::Prune { .. })
+    }
+}
+
+/// The write connection's `synchronous` level: the configured one, lowered to `Normal` for a
+/// batch that needs no sync.
+struct Level {
+    configured: Synchronous,
+    /// What the connection runs at now (`schema::open` set the configured level).
+    now: Synchronous,
+}
+
+impl Level {
+    fn new(configured: Synchronous) -> Level {
+        Level {
+            configured,
+            now: configured,
+        }
+    }
+
+    /// Set the level `batch` needs. An error means the connection may be below the
+    /// configured level: commit nothing that needs it.
+    fn prepare(&mut self, conn: &Connection, batch: &[Command]) -> rusqlite::Result<()> {
+        let wanted = if batch.iter().all(Command::needs_no_sync) {
+            Synchronous::Normal
+        } else {
+            self.configured
+        };
+        if wanted == self.now {
+            return Ok(());
+        }
+        match super::schema::set_synchronous(conn, wanted) {
+            Ok(()) => {
+                self.now = wanted;
+                Ok(())
+            }
+            // Staying synced costs only time.
+            Err(e) if wanted == Synchronous::Normal => {
+                tracing::warn!(error = %e, "cannot lower the state database's synchronous level");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// An answer held back until the commit.
@@ -87,13 +142,14 @@ impl Answer {
 
 pub(super) fn spawn(
     conn: Connection,
+    synchronous: Synchronous,
     rx: mpsc::Receiver<Command>,
     path: PathBuf,
     feed: Arc<Feed>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("herald-store".into())
-        .spawn(move || run(conn, rx, path, &feed))
+        .spawn(move || run(conn, synchronous, rx, path, &feed))
         .map(|_| ())
         .map_err(|e| StoreError::Unusable {
             path: PathBuf::new(),
@@ -102,8 +158,15 @@ pub(super) fn spawn(
 }
 
 /// Serve requests until every `Store` handle is dropped.
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, feed: &Feed) {
+fn run(
+    mut conn: Connection,
+    synchronous: Synchronous,
+    mut rx: mpsc::Receiver<Command>,
+    path: PathBuf,
+    feed: &Feed,
+) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut level = Level::new(synchronous);
     // Each hub's history as the writer knows it (it is the table's only writer): its count,
     // taken once and then kept up to date, so pruning to `keep` costs what it removes, and
     // when it was last checked for age.
@@ -115,6 +178,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, path: PathBuf, fee
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
+        }
+        if let Err(e) = level.prepare(&conn, &batch) {
+            // Not synced as promised: store nothing.
+            tracing::error!(path = %path.display(), error = %e, "cannot restore the state database's synchronous level");
+            let e = Err(e.to_string());
+            for cmd in batch.drain(..) {
+                refuse(cmd).send(&e, &path);
+            }
+            continue;
         }
         let (answers, committed, commit) = commit_batch(&mut conn, batch.drain(..), &mut hubs);
         match &commit {
@@ -433,4 +505,62 @@ fn ack_one(conn: &Connection, ack: super::NewAck) -> Result<super::AckOutcome, S
         source,
         first: inserted > 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level_of(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("pragma")
+    }
+
+    fn delivered() -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Delivered {
+            removals: Vec::new(),
+            reply,
+        }
+    }
+
+    fn ack() -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Ack(
+            crate::store::NewAck {
+                id: "m".into(),
+                connection: "c".into(),
+                user: None,
+            },
+            reply,
+        )
+    }
+
+    #[test]
+    fn only_a_batch_of_removals_and_prunes_commits_unsynced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let conn =
+            super::super::schema::open(&dir.path().join("s.db"), Synchronous::Full).expect("open");
+        // SQLite's numbers: NORMAL 1, FULL 2.
+        assert_eq!(level_of(&conn), 2);
+        let mut level = Level::new(Synchronous::Full);
+        level
+            .prepare(&conn, &[delivered(), delivered()])
+            .expect("lowered");
+        assert_eq!(level_of(&conn), 1);
+        // Anything a caller is promised to keep brings the configured level back.
+        level
+            .prepare(&conn, &[delivered(), ack()])
+            .expect("restored");
+        assert_eq!(level_of(&conn), 2);
+        level.prepare(&conn, &[delivered()]).expect("lowered");
+        level.prepare(&conn, &[ack()]).expect("restored");
+        assert_eq!(level_of(&conn), 2);
+
+        // Configured `normal` stays there.
+        let mut level = Level::new(Synchronous::Normal);
+        super::super::schema::set_synchronous(&conn, Synchronous::Normal).expect("normal");
+        level.prepare(&conn, &[ack()]).expect("unchanged");
+        assert_eq!(level_of(&conn), 1);
+    }
 }
