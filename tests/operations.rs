@@ -504,6 +504,13 @@ async fn http_requests_are_counted_by_route_name_not_path() {
     let _ = http.post(d.url("/api/negotiate")).send().await.unwrap();
     let _ = http.get(d.url("/nothing/here/1")).send().await.unwrap();
     let _ = http.get(d.url("/healthz")).send().await.unwrap();
+    // herald's own endpoints outside the config are named too, not `unmatched`.
+    let _ = http.get(d.url("/api/messages/m1")).send().await.unwrap();
+    let _ = http
+        .post(d.url("/runtime/webhooks/signalr"))
+        .send()
+        .await
+        .unwrap();
     let text = http
         .get(d.url("/metrics"))
         .send()
@@ -539,6 +546,16 @@ async fn http_requests_are_counted_by_route_name_not_path() {
     );
     assert_eq!(
         count(&["route=\"unmatched\"", "status=\"404\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"messages\"", "method=\"GET\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"upstream\"", "method=\"POST\""]),
         1.0,
         "{text}"
     );

@@ -1,8 +1,9 @@
 //! HTTP request metrics: `herald_http_requests_total{route,method,status}` and the latency
 //! histogram `herald_http_request_duration_seconds{route,method}`, as the outermost middleware
 //! (so preflights, timeouts and panics count too). `route` is a name, never the raw path, so
-//! the number of series stays bounded: the config route's name, `negotiate`, the fixed
-//! routes' names (`healthz`, `readyz`, `metrics`), `preflight`, or `unmatched`.
+//! the number of series stays bounded: the config route's name, `negotiate`, `history`, the
+//! fixed routes' names (`healthz`, `readyz`, `metrics`, ...), `upstream` (client events from
+//! the service), `messages` and `presence` (herald's own APIs), `preflight`, or `unmatched`.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -40,7 +41,15 @@ pub fn route_label(live: &LiveConfig, req: &Request) -> Cow<'static, str> {
             Some(r) => Cow::Owned(r.name.clone()),
             None => Cow::Borrowed("unmatched"),
         },
-        EndpointMatch::MethodNotAllowed(_) | EndpointMatch::NotFound => Cow::Borrowed("unmatched"),
+        EndpointMatch::NotFound if req.uri().path() == crate::signalr::upstream::FUNCTIONS_PATH => {
+            Cow::Borrowed("upstream")
+        }
+        EndpointMatch::NotFound => match super::builtin(req.uri().path()) {
+            Some(super::Builtin::Message(_)) => Cow::Borrowed("messages"),
+            Some(super::Builtin::Presence(_)) => Cow::Borrowed("presence"),
+            None => Cow::Borrowed("unmatched"),
+        },
+        EndpointMatch::MethodNotAllowed(_) => Cow::Borrowed("unmatched"),
     }
 }
 
