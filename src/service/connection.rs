@@ -594,6 +594,12 @@ impl Connection {
 
     /// [`try_push`](Self::try_push) with the clock already read (fan-out reads it once per
     /// message, not once per recipient).
+    /// Start loading the queue's memory (fan-out, a few recipients ahead).
+    #[inline]
+    pub(crate) fn prefetch_queue(&self) {
+        self.queue.prefetch();
+    }
+
     pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant) -> Push {
         if self.is_closed() {
             return Push::Closed;

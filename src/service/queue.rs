@@ -117,6 +117,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Start loading the queue's memory (see `fanout::prefetch`).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        super::fanout::prefetch(Arc::as_ptr(&self.0));
+    }
+
     /// The connection is closing: `recv` answers `None` from now on.
     pub(crate) fn close(&self) {
         self.0.closed.store(true, Ordering::Release);
