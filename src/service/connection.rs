@@ -600,6 +600,12 @@ impl Connection {
         self.queue.prefetch();
     }
 
+    /// Start loading the task a push would wake (after `prefetch_queue`).
+    #[inline]
+    pub(crate) fn prefetch_task(&self) {
+        self.queue.prefetch_task();
+    }
+
     pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant) -> Push {
         if self.is_closed() {
             return Push::Closed;

@@ -63,12 +63,16 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
     let now = tokio::time::Instant::now();
     for (i, connection) in targets.iter().enumerate() {
         // A recipient's memory is rarely in cache: ask for the next ones' while this one is
-        // served (the connection first, its queue once the connection has arrived).
+        // served (the connection first, then its queue once the connection has arrived, then
+        // the task a push wakes once the queue has).
         if let Some(ahead) = targets.get(i + PREFETCH_AHEAD) {
             prefetch(Arc::as_ptr(ahead));
         }
         if let Some(near) = targets.get(i + PREFETCH_AHEAD / 2) {
             near.prefetch_queue();
+        }
+        if let Some(next) = targets.get(i + PREFETCH_AHEAD / 4) {
+            next.prefetch_task();
         }
         let Some(protocol) = connection.protocol() else {
             continue;

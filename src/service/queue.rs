@@ -15,7 +15,7 @@
 //! `recv` answer `None`, so a writer needs no other wake-up source on its hot path.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
@@ -67,6 +67,9 @@ struct Shared {
     closed: AtomicBool,
     /// Raised by `interrupt`: the next `recv` answers `None` once.
     interrupts: AtomicU64,
+    /// The data pointer of the waiting consumer's waker (for tokio, its task), kept only so
+    /// that fan-out can ask for that memory ahead (`prefetch_task`); never dereferenced.
+    task: AtomicPtr<()>,
 }
 
 /// The producer side (fan-out, keep-alive, Completions): never waits.
@@ -88,6 +91,7 @@ pub(crate) fn bounded(limit: usize) -> (Sender, Receiver) {
         limit: limit.max(1),
         closed: AtomicBool::new(false),
         interrupts: AtomicU64::new(0),
+        task: AtomicPtr::new(std::ptr::null_mut()),
     });
     let rx = Receiver {
         shared: shared.clone(),
@@ -123,6 +127,13 @@ impl Sender {
         super::fanout::prefetch(Arc::as_ptr(&self.0));
     }
 
+    /// Start loading the waiting consumer's task (what a push wakes), once the queue's own
+    /// memory has arrived (see `prefetch`).
+    #[inline]
+    pub(crate) fn prefetch_task(&self) {
+        super::fanout::prefetch(self.0.task.load(Ordering::Relaxed).cast_const());
+    }
+
     /// The connection is closing: `recv` answers `None` from now on.
     pub(crate) fn close(&self) {
         self.0.closed.store(true, Ordering::Release);
@@ -145,6 +156,9 @@ impl Receiver {
                 return Poll::Ready(answer);
             }
             self.shared.waker.register(cx.waker());
+            self.shared
+                .task
+                .store(cx.waker().data().cast_mut(), Ordering::Relaxed);
             // What came between the look above and the registration is seen here.
             match self.answer_now() {
                 Some(answer) => Poll::Ready(answer),
