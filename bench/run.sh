@@ -140,7 +140,8 @@ done
 echo "== p99 at $LAT_RATE msgs/s: $LAT_REPEATS more lean/herald pairs" >&2
 for _ in $(seq 1 "$LAT_REPEATS"); do
   fanout lean --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag latency-repeat
-  fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag latency-repeat
+  fanout herald --proto signalr-json --publish http://127.0.0.1:7071/api/bench --clients "$CLIENTS" --phases "$LAT_RATE:$SECS" --tag latency-repeat \
+    --metrics http://127.0.0.1:7071/metrics
 done
 
 echo "== herald: negotiate and status route request rates" >&2

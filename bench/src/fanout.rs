@@ -416,6 +416,13 @@ pub async fn run(args: Args) -> Result<()> {
                 .sum()
         };
         let lag = "herald_schedule_fire_lag_seconds";
+        // The status route's time to answer, which is mostly its fsynced commit: requests
+        // over 10 ms show the disk stalling under the run.
+        let route = "herald_http_request_duration_seconds";
+        let route_requests = sample(&format!("{route}_count{{route=\"broadcast\""));
+        let route_within_10ms = sample(&format!(
+            "{route}_bucket{{route=\"broadcast\",method=\"POST\",le=\"0.01\"}}"
+        ));
         let record = json!({
             "kind": "under_load",
             "server": args.server,
@@ -426,6 +433,8 @@ pub async fn run(args: Args) -> Result<()> {
             "schedule_within_5ms": sample(&format!("{lag}_bucket{{schedule=\"tick\",le=\"0.005\"}}")),
             "schedule_within_10ms": sample(&format!("{lag}_bucket{{schedule=\"tick\",le=\"0.01\"}}")),
             "reloads": sample("herald_config_reloads_total"),
+            "route_requests": route_requests,
+            "route_over_10ms": route_requests - route_within_10ms,
             "disconnects": shared.disconnects.load(Ordering::Relaxed),
             "closed_by_server": shared.closed_by_server.load(Ordering::Relaxed),
         });
