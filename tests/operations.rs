@@ -506,6 +506,7 @@ async fn http_requests_are_counted_by_route_name_not_path() {
     let _ = http.get(d.url("/healthz")).send().await.unwrap();
     // herald's own endpoints outside the config are named too, not `unmatched`.
     let _ = http.get(d.url("/api/messages/m1")).send().await.unwrap();
+    let _ = http.get(d.url("/")).send().await.unwrap();
     let _ = http
         .post(d.url("/runtime/webhooks/signalr"))
         .send()
@@ -553,6 +554,15 @@ async fn http_requests_are_counted_by_route_name_not_path() {
         count(&["route=\"messages\"", "method=\"GET\""]),
         1.0,
         "{text}"
+    );
+    assert_eq!(
+        count(&["route=\"status-page\"", "method=\"GET\""]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains("route=\"\""),
+        "an empty route label:\n{text}"
     );
     assert_eq!(
         count(&["route=\"upstream\"", "method=\"POST\""]),

@@ -20,7 +20,11 @@ use crate::telemetry::metrics as m;
 /// The `route` label of a request.
 pub fn route_label(live: &LiveConfig, req: &Request) -> Cow<'static, str> {
     if let Some(p) = req.extensions().get::<MatchedPath>() {
-        return Cow::Owned(p.as_str().trim_start_matches('/').to_string());
+        return match p.as_str() {
+            // The status page, at `/`.
+            "/" => Cow::Borrowed("status-page"),
+            p => Cow::Owned(p.trim_start_matches('/').to_string()),
+        };
     }
     if req.method() == Method::OPTIONS
         && req
