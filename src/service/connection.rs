@@ -592,8 +592,6 @@ impl Connection {
         self.try_push_at(item, Instant::now())
     }
 
-    /// [`try_push`](Self::try_push) with the clock already read (fan-out reads it once per
-    /// message, not once per recipient).
     /// Start loading the queue's memory (fan-out, a few recipients ahead).
     #[inline]
     pub(crate) fn prefetch_queue(&self) {
@@ -606,6 +604,8 @@ impl Connection {
         self.queue.prefetch_task();
     }
 
+    /// [`try_push`](Self::try_push) with the clock already read (fan-out reads it once per
+    /// message, not once per recipient).
     pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant) -> Push {
         if self.is_closed() {
             return Push::Closed;
