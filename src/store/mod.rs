@@ -8,10 +8,13 @@
 //! Durability: the database runs in WAL mode. With `synchronous = full` (the default) a
 //! commit is on disk before its callers hear "stored", so an accepted message survives a
 //! process crash and a power cut; with `normal` it survives a process crash, and a power cut
-//! may lose the last commits. Removals and prunes alone are never synced (see `writer`).
+//! may lose the last commits. The sync runs on a thread of its own behind the writer
+//! (`syncer`): the outbox has a message as soon as it is committed, and removals and prunes
+//! are never synced (see `writer`).
 
 mod feed;
 mod schema;
+mod syncer;
 mod writer;
 
 pub use feed::Fed;
@@ -39,10 +42,12 @@ const QUEUE: usize = 8192;
 /// How a commit reaches the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Synchronous {
-    /// fsync on every commit: survives a power cut.
+    /// The log synced (`fdatasync`) before a caller hears "kept", by the syncer thread behind
+    /// the writer: survives a power cut.
     #[default]
     Full,
-    /// fsync at WAL checkpoints: survives a process crash; a power cut may lose recent commits.
+    /// Synced at WAL checkpoints only: survives a process crash; a power cut may lose recent
+    /// commits.
     Normal,
 }
 
@@ -309,6 +314,8 @@ struct Inner {
     reader: Mutex<Connection>,
     /// What the writer just stored into the outbox, for the worker (see `feed`).
     feed: Arc<feed::Feed>,
+    /// Set once a sync of the log failed: every write is refused from then on (see `syncer`).
+    broken: syncer::Broken,
 }
 
 impl std::fmt::Debug for Store {
@@ -333,17 +340,20 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let write = schema::open(&path, synchronous)?;
+        let write = schema::open(&path)?;
         let reader = schema::open_reader(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let feed = Arc::new(feed::Feed::default());
-        writer::spawn(write, synchronous, rx, path.clone(), feed.clone())?;
+        let sync = (synchronous == Synchronous::Full).then(|| syncer::wal_of(&path));
+        let broken = syncer::Broken::default();
+        writer::spawn(write, sync, rx, path.clone(), feed.clone(), broken.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 writes: tx,
                 reader: Mutex::new(reader),
                 feed,
+                broken,
             }),
         })
     }
@@ -351,6 +361,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Why the store refuses every write, once a sync of its log failed (until a restart).
+    pub fn broken(&self) -> Option<&str> {
+        self.inner.broken.get().map(String::as_str)
     }
 
     async fn write<T>(

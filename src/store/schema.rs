@@ -1,4 +1,4 @@
-//! Opening the state database: pragmas (WAL, synchronous level, busy timeout) and the tables,
+//! Opening the state database: pragmas (WAL, `synchronous = NORMAL`, busy timeout) and the tables,
 //! created if missing. A file that is not a SQLite database fails here, naming the file.
 
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{StoreError, Synchronous};
+use super::StoreError;
 
 /// The schema version this herald writes; a newer file is refused rather than misread.
 const VERSION: i64 = 1;
@@ -75,16 +75,8 @@ fn unusable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Set the connection's `synchronous` level (it applies to the commits that follow).
-pub(super) fn set_synchronous(conn: &Connection, level: Synchronous) -> rusqlite::Result<()> {
-    conn.execute_batch(match level {
-        Synchronous::Full => "PRAGMA synchronous = FULL;",
-        Synchronous::Normal => "PRAGMA synchronous = NORMAL;",
-    })
-}
-
 /// The writer's connection: pragmas set, tables created, version checked.
-pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -103,7 +95,10 @@ pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             format!("cannot switch to WAL mode (got {mode})"),
         ));
     }
-    set_synchronous(&conn, synchronous).map_err(|e| unusable(path, e))?;
+    // Commits write the log without syncing it; under `synchronous: full` the syncer
+    // (`syncer.rs`) syncs it before any caller hears "kept".
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+        .map_err(|e| unusable(path, e))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| unusable(path, e))?;

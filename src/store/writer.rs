@@ -4,22 +4,26 @@
 //! only then answers every caller. Under load many requests share one fsync, so durability
 //! costs little throughput; alone, a request is committed at once.
 //!
-//! Only what a caller is promised is synced: a batch of removals and prunes alone (the
-//! outbox's "delivered", which comes in the middle of a fan-out) commits without its own
-//! fsync. WAL is appended in order, so the next synced commit takes it to disk too; a power
-//! cut before then can only bring back messages as still waiting, and they are sent again
-//! (the at-least-once window the outbox already has between a send and its removal).
+//! The writer never waits for the disk. It commits at SQLite's `synchronous = NORMAL` (the
+//! write-ahead log written, not yet synced), gives the new messages to the outbox's feed at
+//! once, answers what promises nothing (the outbox's removals, prunes) and, under
+//! `synchronous: full`, hands the answers that promise durability to the syncer
+//! (`syncer.rs`), which sends them once the log is on disk. So a message may reach its
+//! clients before its 202, never a 202 before the disk has it; a power cut in between loses
+//! a message nobody was told was kept (its sender, with no 202, sends it again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::feed::{Feed, Stored};
-use super::{Accept, Accepted, Pending, Removal, StoreError, Synchronous, now_ms};
+use super::syncer::{self, Broken, SyncFn};
+use super::{Accept, Accepted, Pending, Removal, StoreError, now_ms};
 
 /// Most requests committed in one transaction.
 const BATCH: usize = 512;
@@ -52,57 +56,8 @@ pub(super) enum Command {
     Ack(super::NewAck, Reply<super::AckOutcome>),
 }
 
-impl Command {
-    /// Whether losing this write to a power cut breaks no promise (see the module docs).
-    fn needs_no_sync(&self) -> bool {
-        matches!(self, Command::Delivered { .. } | Command::Prune { .. })
-    }
-}
-
-/// The write connection's `synchronous` level: the configured one, lowered to `Normal` for a
-/// batch that needs no sync.
-struct Level {
-    configured: Synchronous,
-    /// What the connection runs at now (`schema::open` set the configured level).
-    now: Synchronous,
-}
-
-impl Level {
-    fn new(configured: Synchronous) -> Level {
-        Level {
-            configured,
-            now: configured,
-        }
-    }
-
-    /// Set the level `batch` needs. An error means the connection may be below the
-    /// configured level: commit nothing that needs it.
-    fn prepare(&mut self, conn: &Connection, batch: &[Command]) -> rusqlite::Result<()> {
-        let wanted = if batch.iter().all(Command::needs_no_sync) {
-            Synchronous::Normal
-        } else {
-            self.configured
-        };
-        if wanted == self.now {
-            return Ok(());
-        }
-        match super::schema::set_synchronous(conn, wanted) {
-            Ok(()) => {
-                self.now = wanted;
-                Ok(())
-            }
-            // Staying synced costs only time.
-            Err(e) if wanted == Synchronous::Normal => {
-                tracing::warn!(error = %e, "cannot lower the state database's synchronous level");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// An answer held back until the commit.
-enum Answer {
+/// An answer held back until the commit (and, for a promise, the sync).
+pub(super) enum Answer {
     Accepted(Reply<Accepted>, Result<Accepted, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Ack(
@@ -112,7 +67,14 @@ enum Answer {
 }
 
 impl Answer {
-    fn send(self, commit: &Result<(), String>, path: &std::path::Path) {
+    /// Whether it tells its caller something is kept (an accepted message, an
+    /// acknowledgement): under `synchronous: full` it waits for the sync.
+    fn is_promise(&self) -> bool {
+        !matches!(self, Answer::Unit(..))
+    }
+
+    /// Answer with the outcome, unless `commit` (the commit, or the sync) failed.
+    pub(super) fn send(self, commit: &Result<(), String>, path: &std::path::Path) {
         let failed = |e: &String| StoreError::Unusable {
             path: path.to_path_buf(),
             detail: format!("commit failed: {e}"),
@@ -140,16 +102,22 @@ impl Answer {
     }
 }
 
+/// Start the writer on `conn`; with `sync` (`synchronous: full`), promises are answered by a
+/// syncer once `sync` took the log to disk.
 pub(super) fn spawn(
     conn: Connection,
-    synchronous: Synchronous,
+    sync: Option<SyncFn>,
     rx: mpsc::Receiver<Command>,
     path: PathBuf,
     feed: Arc<Feed>,
+    broken: Broken,
 ) -> Result<(), StoreError> {
+    let syncer = sync
+        .map(|sync| syncer::spawn(sync, path.clone(), broken.clone()))
+        .transpose()?;
     std::thread::Builder::new()
         .name("herald-store".into())
-        .spawn(move || run(conn, synchronous, rx, path, &feed))
+        .spawn(move || run(conn, syncer, rx, path, &feed, &broken))
         .map(|_| ())
         .map_err(|e| StoreError::Unusable {
             path: PathBuf::new(),
@@ -160,13 +128,13 @@ pub(super) fn spawn(
 /// Serve requests until every `Store` handle is dropped.
 fn run(
     mut conn: Connection,
-    synchronous: Synchronous,
+    syncer: Option<SyncSender<Vec<Answer>>>,
     mut rx: mpsc::Receiver<Command>,
     path: PathBuf,
     feed: &Feed,
+    broken: &OnceLock<String>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut level = Level::new(synchronous);
     // Each hub's history as the writer knows it (it is the table's only writer): its count,
     // taken once and then kept up to date, so pruning to `keep` costs what it removes, and
     // when it was last checked for age.
@@ -179,10 +147,9 @@ fn run(
                 Err(_) => break,
             }
         }
-        if let Err(e) = level.prepare(&conn, &batch) {
-            // Not synced as promised: store nothing.
-            tracing::error!(path = %path.display(), error = %e, "cannot restore the state database's synchronous level");
-            let e = Err(e.to_string());
+        if let Some(why) = broken.get() {
+            // A sync failed: nothing written now could be vouched for.
+            let e = Err(why.clone());
             for cmd in batch.drain(..) {
                 refuse(cmd).send(&e, &path);
             }
@@ -198,8 +165,21 @@ fn run(
                 hubs.clear();
             }
         }
-        for answer in answers {
+        let (owed, now): (Vec<Answer>, Vec<Answer>) = match (&syncer, &commit) {
+            (Some(_), Ok(())) => answers.into_iter().partition(Answer::is_promise),
+            _ => (Vec::new(), answers),
+        };
+        for answer in now {
             answer.send(&commit, &path);
+        }
+        if let Some(syncer) = &syncer
+            && !owed.is_empty()
+            && let Err(unsent) = syncer.send(owed)
+        {
+            let e = Err("its sync thread has stopped".to_string());
+            for answer in unsent.0 {
+                answer.send(&e, &path);
+            }
         }
     }
 }
@@ -509,58 +489,111 @@ fn ack_one(conn: &Connection, ack: super::NewAck) -> Result<super::AckOutcome, S
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::message::{Message, Recipient};
+    use crate::store::NewMessage;
 
-    fn level_of(conn: &Connection) -> i64 {
-        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .expect("pragma")
-    }
-
-    fn delivered() -> Command {
-        let (reply, _) = oneshot::channel();
-        Command::Delivered {
-            removals: Vec::new(),
-            reply,
+    fn accept(id: &str) -> Accept {
+        Accept {
+            messages: vec![NewMessage {
+                id: id.into(),
+                message: Message {
+                    hub: "hub".into(),
+                    to: Recipient::All,
+                    target: "t".into(),
+                    arguments: Vec::new(),
+                    excluded: Vec::new(),
+                },
+                source: "route:r".into(),
+                retain: None,
+                for_acks: false,
+            }],
+            ..Accept::default()
         }
     }
 
-    fn ack() -> Command {
-        let (reply, _) = oneshot::channel();
-        Command::Ack(
-            crate::store::NewAck {
-                id: "m".into(),
-                connection: "c".into(),
-                user: None,
-            },
+    #[test]
+    fn the_outbox_gets_a_message_before_its_sync_and_the_caller_after() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let conn = super::super::schema::open(&path).expect("open");
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let mut real = syncer::wal_of(&path);
+        let sync: SyncFn = Box::new(move || {
+            gate_rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(std::io::Error::other)?;
+            real()
+        });
+        let (tx, rx) = mpsc::channel(8);
+        let feed = Arc::new(Feed::default());
+        spawn(conn, Some(sync), rx, path, feed.clone(), Broken::default()).expect("spawn");
+
+        let (reply, mut answer) = oneshot::channel();
+        tx.blocking_send(Command::Accept(accept("a"), reply))
+            .expect("send");
+        // The disk is held: the feed has the message, the caller has no answer yet.
+        let started = std::time::Instant::now();
+        let fed = loop {
+            let fed = feed.take(0, 10);
+            if !fed.messages.is_empty() || started.elapsed() > Duration::from_secs(10) {
+                break fed;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(fed.messages.len(), 1, "the outbox has it before the sync");
+        assert_eq!(fed.messages[0].id, "a");
+        assert!(answer.try_recv().is_err(), "no 202 before the sync");
+
+        // What promises nothing is answered while the sync is still held.
+        let (reply, removed) = oneshot::channel();
+        tx.blocking_send(Command::Prune {
+            idempotency_window: Duration::from_secs(60),
+            fires_older: Duration::from_secs(60),
             reply,
-        )
+        })
+        .expect("send");
+        removed.blocking_recv().expect("answer").expect("pruned");
+        assert!(answer.try_recv().is_err(), "still waiting for the disk");
+
+        gate_tx.send(()).expect("release");
+        let accepted = answer.blocking_recv().expect("answer").expect("kept");
+        assert!(matches!(accepted, Accepted::Stored(seqs) if seqs.len() == 1));
     }
 
     #[test]
-    fn only_a_batch_of_removals_and_prunes_commits_unsynced() {
+    fn after_a_failed_sync_nothing_more_is_stored() {
         let dir = tempfile::tempdir().expect("dir");
-        let conn =
-            super::super::schema::open(&dir.path().join("s.db"), Synchronous::Full).expect("open");
-        // SQLite's numbers: NORMAL 1, FULL 2.
-        assert_eq!(level_of(&conn), 2);
-        let mut level = Level::new(Synchronous::Full);
-        level
-            .prepare(&conn, &[delivered(), delivered()])
-            .expect("lowered");
-        assert_eq!(level_of(&conn), 1);
-        // Anything a caller is promised to keep brings the configured level back.
-        level
-            .prepare(&conn, &[delivered(), ack()])
-            .expect("restored");
-        assert_eq!(level_of(&conn), 2);
-        level.prepare(&conn, &[delivered()]).expect("lowered");
-        level.prepare(&conn, &[ack()]).expect("restored");
-        assert_eq!(level_of(&conn), 2);
+        let path = dir.path().join("s.db");
+        let conn = super::super::schema::open(&path).expect("open");
+        let sync: SyncFn = Box::new(|| Err(std::io::Error::from_raw_os_error(5)));
+        let (tx, rx) = mpsc::channel(8);
+        let feed = Arc::new(Feed::default());
+        let broken = Broken::default();
+        spawn(conn, Some(sync), rx, path, feed.clone(), broken.clone()).expect("spawn");
 
-        // Configured `normal` stays there.
-        let mut level = Level::new(Synchronous::Normal);
-        super::super::schema::set_synchronous(&conn, Synchronous::Normal).expect("normal");
-        level.prepare(&conn, &[ack()]).expect("unchanged");
-        assert_eq!(level_of(&conn), 1);
+        let (reply, answer) = oneshot::channel();
+        tx.blocking_send(Command::Accept(accept("a"), reply))
+            .expect("send");
+        let e = answer
+            .blocking_recv()
+            .expect("answer")
+            .expect_err("not kept");
+        assert!(e.to_string().contains("could not be synced"), "{e}");
+        assert!(broken.get().is_some());
+        // Committed before the sync, so the outbox may still send it (its sender got a 503).
+        assert_eq!(feed.take(0, 10).messages.len(), 1);
+
+        let (reply, answer) = oneshot::channel();
+        tx.blocking_send(Command::Accept(accept("b"), reply))
+            .expect("send");
+        let e = answer
+            .blocking_recv()
+            .expect("answer")
+            .expect_err("refused");
+        assert!(e.to_string().contains("until it is restarted"), "{e}");
+        assert!(feed.take(0, 10).messages.is_empty(), "nothing more stored");
     }
 }

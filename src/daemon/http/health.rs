@@ -1,7 +1,7 @@
 //! `/healthz` (liveness and config state: `degraded` with a reason while the last reload is
 //! rejected, the restart-only keys pending, the outbox backlog, each of several endpoints),
 //! `/readyz` (config loaded and
-//! the state database answers; the SignalR service's health is reported, not required, and a
+//! the state database answers and keeps writes; the SignalR service's health is reported, not required, and a
 //! rejected reload does not make it unready, the old config serves) and `/metrics`
 //! (Prometheus text format, process metrics read at scrape). Clustered, both report Redis:
 //! `/readyz` stays ready with `"cluster": "degraded"` while it is away (local service works),
@@ -83,12 +83,17 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             r.generation
         ));
     }
+    // Last, as the gravest: herald accepts nothing until it is restarted.
+    if let Some(why) = state.outbox.store().broken() {
+        body["status"] = json!("degraded");
+        body["reason"] = json!(format!("the state database keeps no more writes: {why}"));
+    }
     // 200 either way: the process is alive and serving (the systemd watchdog probes this).
     Json(body).into_response()
 }
 
 /// Ready while herald can accept messages: the config is loaded and the state database
-/// answers. The SignalR service's health is reported but does not make herald unready: while
+/// answers (and has not stopped keeping writes after a failed sync). The SignalR service's health is reported but does not make herald unready: while
 /// the service is away the outbox keeps what is accepted and delivers it when it is back, which
 /// is herald doing its job; taking herald out of a load balancer then would lose statuses.
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -104,7 +109,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .outbox
         .cluster()
         .map(|c| json!(if c.redis_up() { "ok" } else { "degraded" }));
-    match state.outbox.store().outbox_stats().await {
+    let store = state.outbox.store();
+    if let Some(why) = store.broken() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "ready": false,
+                "detail": format!("the state database keeps no more writes: {why}"),
+                "service": service,
+            })),
+        )
+            .into_response();
+    }
+    match store.outbox_stats().await {
         Ok(stats) => {
             let mut body = json!({
                 "ready": true,

@@ -149,9 +149,13 @@ async fn accept_route(
         Ok(Accepted::FireSeen) => Err(ApiError::unavailable("unexpected store answer")),
         Err(e) => {
             tracing::error!(route = %route.name, error = %e, "message could not be stored");
-            Err(ApiError::unavailable(
-                "herald could not store the message; nothing was accepted, retry later",
-            ))
+            Err(ApiError::unavailable(match state.outbox.store().broken() {
+                Some(_) => {
+                    "herald could not store the message: a sync of its state database to disk \
+                     failed, and it keeps no more writes until it is restarted"
+                }
+                None => "herald could not store the message; nothing was accepted, retry later",
+            }))
         }
     }
 }
