@@ -12,6 +12,7 @@ pub mod http;
 pub mod outbox;
 pub mod reload;
 pub mod schedule;
+pub mod wakeup;
 
 pub use endpoint::{connect, embedded_endpoint, rest_options};
 
@@ -249,7 +250,8 @@ pub async fn run_with_control(
     ));
     // The cron loop on a thread and timer of its own: when fan-out keeps the main runtime's
     // workers busy, a woken task waits behind thousands of socket writers (about 5 ms per
-    // 2,000 at saturation); a thread of its own is woken by the kernel at the instant.
+    // 2,000 at saturation); a thread of its own is woken by the kernel at the instant, and
+    // with a short slice (`wakeup`) it runs then rather than after the running thread's.
     let scheduler = {
         let run = schedule::run(
             live.clone(),
@@ -261,6 +263,8 @@ pub async fn run_with_control(
         );
         let main = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            // Woken at the second even while the workers keep the core busy.
+            wakeup::ask_for_this_thread();
             match tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()

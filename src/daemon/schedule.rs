@@ -80,6 +80,11 @@ fn reconcile(jobs: &mut BTreeMap<String, Job>, cfg: &Config, now: DateTime<Utc>)
     fire_now
 }
 
+/// tokio's timer counts whole milliseconds and never fires early, so a sleep to the second
+/// ends up to a millisecond after it. The loop wakes this much before a fire and sleeps the
+/// rest on the thread (`nanosleep`, microseconds): it has the thread to itself.
+const TIMER_GRAIN: Duration = Duration::from_millis(2);
+
 /// Run until `shutdown`. Sends are spawned on `sends`, so shutdown can wait for them;
 /// `heartbeat` beats on every turn of the loop (at least every second) for the watchdog.
 ///
@@ -119,7 +124,14 @@ pub async fn run(
                     fire(&cfg, &outbox, (&sends, &main), &name, Utc::now(), None);
                 }
             }
-            _ = tokio::time::sleep(wait) => {
+            _ = tokio::time::sleep(wait.saturating_sub(TIMER_GRAIN)) => {
+                // The last stretch to the instant on the thread's own clock (see `TIMER_GRAIN`).
+                if let Some(rest) = earliest
+                    .and_then(|t| (t - Utc::now()).to_std().ok())
+                    .filter(|rest| *rest <= TIMER_GRAIN)
+                {
+                    std::thread::sleep(rest);
+                }
                 let now = Utc::now();
                 for (name, job) in jobs.iter_mut() {
                     let Some(s) = cfg.schedules.get(name) else { continue };
