@@ -9,8 +9,8 @@
 //! commit is on disk before its callers hear "stored", so an accepted message survives a
 //! process crash and a power cut; with `normal` it survives a process crash, and a power cut
 //! may lose the last commits. The sync runs on a thread of its own behind the writer
-//! (`syncer`): the outbox has a message as soon as it is committed, and removals and prunes
-//! are never synced (see `writer`).
+//! (`syncer`): the outbox has a message once it is synced or 2 ms after its commit, whichever
+//! is first, and removals and prunes are never synced (see `writer`).
 
 mod feed;
 mod schema;
@@ -346,7 +346,15 @@ impl Store {
         let feed = Arc::new(feed::Feed::default());
         let sync = (synchronous == Synchronous::Full).then(|| syncer::wal_of(&path));
         let broken = syncer::Broken::default();
-        writer::spawn(write, sync, rx, path.clone(), feed.clone(), broken.clone())?;
+        writer::spawn(
+            write,
+            sync,
+            rx,
+            path.clone(),
+            feed.clone(),
+            broken.clone(),
+            syncer::FEED_WAIT,
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
