@@ -536,63 +536,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_outbox_gets_a_message_before_its_sync_and_the_caller_after() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("s.db");
-        let conn = super::super::schema::open(&path).expect("open");
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let mut real = syncer::wal_of(&path);
-        let sync: SyncFn = Box::new(move || {
-            gate_rx
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(std::io::Error::other)?;
-            real()
-        });
-        let (tx, rx) = mpsc::channel(8);
-        let feed = Arc::new(Feed::default());
-        spawn(
-            conn,
-            Some(sync),
-            rx,
-            path,
-            feed.clone(),
-            Broken::default(),
-            syncer::FEED_WAIT,
-        )
-        .expect("spawn");
-
-        let (reply, mut answer) = oneshot::channel();
-        tx.blocking_send(Command::Accept(accept("a"), reply))
-            .expect("send");
-        // The disk is held: the feed has the message, the caller has no answer yet.
-        let fed = fed_soon(&feed);
-        assert_eq!(fed.messages.len(), 1, "the outbox has it before the sync");
-        assert_eq!(fed.messages[0].id, "a");
-        assert!(answer.try_recv().is_err(), "no 202 before the sync");
-
-        // What promises nothing is answered while the sync is still held.
-        let (reply, removed) = oneshot::channel();
-        tx.blocking_send(Command::Prune {
-            idempotency_window: Duration::from_secs(60),
-            fires_older: Duration::from_secs(60),
-            reply,
-        })
-        .expect("send");
-        removed.blocking_recv().expect("answer").expect("pruned");
-        assert!(answer.try_recv().is_err(), "still waiting for the disk");
-
-        gate_tx.send(()).expect("release");
-        let accepted = answer.blocking_recv().expect("answer").expect("kept");
-        assert!(matches!(accepted, Accepted::Stored(seqs) if seqs.len() == 1));
+    /// A writer on a fresh database whose syncs run `sync` (given the database's path),
+    /// feeding after at most `feed_wait`.
+    struct Started {
+        _dir: tempfile::TempDir,
+        tx: mpsc::Sender<Command>,
+        feed: Arc<Feed>,
+        broken: Broken,
     }
 
-    #[test]
-    fn after_a_failed_sync_nothing_more_is_stored() {
+    fn start(sync: impl FnOnce(&std::path::Path) -> SyncFn, feed_wait: Duration) -> Started {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("s.db");
         let conn = super::super::schema::open(&path).expect("open");
-        let sync: SyncFn = Box::new(|| Err(std::io::Error::from_raw_os_error(5)));
+        let sync = sync(&path);
         let (tx, rx) = mpsc::channel(8);
         let feed = Arc::new(Feed::default());
         let broken = Broken::default();
@@ -603,68 +560,100 @@ mod tests {
             path,
             feed.clone(),
             broken.clone(),
-            syncer::FEED_WAIT,
+            feed_wait,
         )
         .expect("spawn");
+        Started {
+            _dir: dir,
+            tx,
+            feed,
+            broken,
+        }
+    }
 
+    /// A real sync of the log that first waits for the test's release (a held disk).
+    fn held(gate: std::sync::mpsc::Receiver<()>) -> impl FnOnce(&std::path::Path) -> SyncFn {
+        move |path| {
+            let mut real = syncer::wal_of(path);
+            Box::new(move || {
+                gate.recv_timeout(Duration::from_secs(10))
+                    .map_err(std::io::Error::other)?;
+                real()
+            })
+        }
+    }
+
+    fn send_accept(w: &Started, id: &str) -> oneshot::Receiver<Result<Accepted, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        tx.blocking_send(Command::Accept(accept("a"), reply))
+        w.tx.blocking_send(Command::Accept(accept(id), reply))
             .expect("send");
-        let e = answer
+        answer
+    }
+
+    #[test]
+    fn the_outbox_gets_a_message_before_its_sync_and_the_caller_after() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let w = start(held(gate), syncer::FEED_WAIT);
+        let mut answer = send_accept(&w, "a");
+        // The disk is held: the feed has the message, the caller has no answer yet.
+        let fed = fed_soon(&w.feed);
+        assert_eq!(fed.messages.len(), 1, "the outbox has it before the sync");
+        assert_eq!(fed.messages[0].id, "a");
+        assert!(answer.try_recv().is_err(), "no 202 before the sync");
+
+        // What promises nothing is answered while the sync is still held.
+        let (reply, removed) = oneshot::channel();
+        w.tx.blocking_send(Command::Prune {
+            idempotency_window: Duration::from_secs(60),
+            fires_older: Duration::from_secs(60),
+            reply,
+        })
+        .expect("send");
+        removed.blocking_recv().expect("answer").expect("pruned");
+        assert!(answer.try_recv().is_err(), "still waiting for the disk");
+
+        release.send(()).expect("release");
+        let accepted = answer.blocking_recv().expect("answer").expect("kept");
+        assert!(matches!(accepted, Accepted::Stored(seqs) if seqs.len() == 1));
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_more_is_stored() {
+        let failing = |_: &std::path::Path| -> SyncFn {
+            Box::new(|| Err(std::io::Error::from_raw_os_error(5)))
+        };
+        let w = start(failing, syncer::FEED_WAIT);
+        let e = send_accept(&w, "a")
             .blocking_recv()
             .expect("answer")
             .expect_err("not kept");
         assert!(e.to_string().contains("could not be synced"), "{e}");
-        assert!(broken.get().is_some());
+        assert!(w.broken.get().is_some());
         // Committed, so the outbox may still send it (its sender got a 503).
-        assert_eq!(fed_soon(&feed).messages.len(), 1);
+        assert_eq!(fed_soon(&w.feed).messages.len(), 1);
 
-        let (reply, answer) = oneshot::channel();
-        tx.blocking_send(Command::Accept(accept("b"), reply))
-            .expect("send");
-        let e = answer
+        let e = send_accept(&w, "b")
             .blocking_recv()
             .expect("answer")
             .expect_err("refused");
         assert!(e.to_string().contains("until it is restarted"), "{e}");
-        assert!(feed.take(0, 10).messages.is_empty(), "nothing more stored");
+        assert!(
+            w.feed.take(0, 10).messages.is_empty(),
+            "nothing more stored"
+        );
     }
 
     #[test]
     fn on_a_healthy_disk_the_caller_hears_before_the_outbox_has_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("s.db");
-        let conn = super::super::schema::open(&path).expect("open");
         // A sync that ends when the test says, well inside the writer's wait.
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let mut real = syncer::wal_of(&path);
-        let sync: SyncFn = Box::new(move || {
-            gate_rx
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(std::io::Error::other)?;
-            real()
-        });
-        let (tx, rx) = mpsc::channel(8);
-        let feed = Arc::new(Feed::default());
-        let wait = Duration::from_secs(30);
-        spawn(
-            conn,
-            Some(sync),
-            rx,
-            path,
-            feed.clone(),
-            Broken::default(),
-            wait,
-        )
-        .expect("spawn");
+        let (release, gate) = std::sync::mpsc::channel();
+        let w = start(held(gate), Duration::from_secs(30));
         for id in ["a", "b"] {
-            let (reply, mut answer) = oneshot::channel();
-            tx.blocking_send(Command::Accept(accept(id), reply))
-                .expect("send");
+            let mut answer = send_accept(&w, id);
             std::thread::sleep(Duration::from_millis(50));
-            assert!(feed.take(0, 10).messages.is_empty(), "held for the sync");
-            gate_tx.send(()).expect("release");
-            assert_eq!(fed_soon(&feed).messages.len(), 1);
+            assert!(w.feed.take(0, 10).messages.is_empty(), "held for the sync");
+            release.send(()).expect("release");
+            assert_eq!(fed_soon(&w.feed).messages.len(), 1);
             let accepted = answer
                 .try_recv()
                 .expect("answered before the outbox had it");
