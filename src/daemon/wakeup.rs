@@ -36,8 +36,9 @@ struct SchedAttr {
     period: u64,
 }
 
+/// The calling thread's scheduling attributes (sched_getattr(2)).
 #[cfg(target_os = "linux")]
-fn short_slice(slice: Duration) -> std::io::Result<()> {
+fn attributes() -> std::io::Result<SchedAttr> {
     let size = std::mem::size_of::<SchedAttr>() as u32;
     let mut attr = SchedAttr::default();
     // SAFETY: sched_getattr(2) writes at most `size` bytes into `attr`, which is a
@@ -54,12 +55,18 @@ fn short_slice(slice: Duration) -> std::io::Result<()> {
     if got != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(attr)
+}
+
+#[cfg(target_os = "linux")]
+fn short_slice(slice: Duration) -> std::io::Result<()> {
+    let mut attr = attributes()?;
     // A real-time or batch policy someone chose is left alone.
     if attr.policy != libc::SCHED_OTHER as u32 {
         return Ok(());
     }
     // The same policy and nice value, only the slice changes.
-    attr.size = size;
+    attr.size = std::mem::size_of::<SchedAttr>() as u32;
     attr.flags = 0;
     attr.runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
     // SAFETY: sched_setattr(2) reads `attr.size` bytes from `attr`, a valid, initialised
@@ -82,20 +89,7 @@ mod tests {
 
     /// The slice, as the kernel reports it (6.12 and later report a fair thread's slice).
     fn slice_now() -> u64 {
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        // SAFETY: as in `short_slice`.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                0,
-                &mut attr as *mut SchedAttr,
-                size,
-                0,
-            )
-        };
-        assert_eq!(got, 0, "{}", std::io::Error::last_os_error());
-        attr.runtime
+        attributes().expect("sched_getattr").runtime
     }
 
     #[test]

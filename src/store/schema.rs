@@ -1,5 +1,6 @@
-//! Opening the state database: pragmas (WAL, `synchronous = NORMAL`, busy timeout) and the tables,
-//! created if missing. A file that is not a SQLite database fails here, naming the file.
+//! Opening the state database: pragmas (WAL, `synchronous = NORMAL`, busy timeout) and the
+//! tables, created if missing. A file that is not a SQLite database fails here, naming the
+//! file.
 
 use std::path::Path;
 use std::time::Duration;

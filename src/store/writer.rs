@@ -169,26 +169,35 @@ fn run(
             (Some(_), Ok(())) => answers.into_iter().partition(Answer::is_promise),
             _ => (Vec::new(), answers),
         };
-        for answer in now {
-            answer.send(&commit, &path);
-        }
-        if let Some(syncer) = &mut syncer
-            && !owed.is_empty()
-        {
-            match syncer.promise(owed) {
-                // The outbox waits for the sync only so long (see `syncer`).
-                Ok(n) => syncer.wait(n, feed_wait),
+        // Promises to the syncer; the commit whose sync the feed waits for, if any.
+        let held = match &mut syncer {
+            Some(syncer) if !owed.is_empty() => match syncer.promise(owed) {
+                Ok(n) => Some(n),
                 Err(unsent) => {
                     let e = Err("its sync thread has stopped".to_string());
                     for answer in unsent {
                         answer.send(&e, &path);
                     }
+                    None
                 }
-            }
+            },
+            _ => None,
+        };
+        // Into the feed before anyone hears "stored" when nothing waits for a sync, after the
+        // sync (or `feed_wait`) otherwise (see `syncer`): the worker finds them there.
+        let mut committed = if commit.is_ok() {
+            committed
+        } else {
+            Vec::new()
+        };
+        if held.is_none() {
+            feed.push(std::mem::take(&mut committed));
         }
-        // Into the feed before anyone hears "stored" under `normal`, after the sync (or
-        // `FEED_WAIT`) under `full`: the worker finds them there.
-        if commit.is_ok() {
+        for answer in now {
+            answer.send(&commit, &path);
+        }
+        if let (Some(syncer), Some(n)) = (&syncer, held) {
+            syncer.wait(n, feed_wait);
             feed.push(committed);
         }
     }
@@ -658,6 +667,32 @@ mod tests {
                 .try_recv()
                 .expect("answered before the outbox had it");
             assert!(accepted.is_ok());
+        }
+    }
+
+    #[test]
+    fn under_normal_the_outbox_has_it_before_the_caller_hears() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let conn = super::super::schema::open(&path).expect("open");
+        let (tx, rx) = mpsc::channel(8);
+        let feed = Arc::new(Feed::default());
+        spawn(
+            conn,
+            None,
+            rx,
+            path,
+            feed.clone(),
+            Broken::default(),
+            syncer::FEED_WAIT,
+        )
+        .expect("spawn");
+        for id in ["a", "b"] {
+            let (reply, answer) = oneshot::channel();
+            tx.blocking_send(Command::Accept(accept(id), reply))
+                .expect("send");
+            answer.blocking_recv().expect("answer").expect("stored");
+            assert_eq!(feed.take(0, 10).messages.len(), 1, "fed before the answer");
         }
     }
 }

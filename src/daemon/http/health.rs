@@ -1,8 +1,8 @@
 //! `/healthz` (liveness and config state: `degraded` with a reason while the last reload is
 //! rejected, the restart-only keys pending, the outbox backlog, each of several endpoints),
-//! `/readyz` (config loaded and
-//! the state database answers and keeps writes; the SignalR service's health is reported, not required, and a
-//! rejected reload does not make it unready, the old config serves) and `/metrics`
+//! `/readyz` (config loaded and the state database answers and keeps writes; the SignalR
+//! service's health is reported, not required, and a rejected reload does not make it
+//! unready, the old config serves) and `/metrics`
 //! (Prometheus text format, process metrics read at scrape). Clustered, both report Redis:
 //! `/readyz` stays ready with `"cluster": "degraded"` while it is away (local service works),
 //! `/healthz` says `degraded` and gives the node, Redis and the cluster-wide presence.
@@ -92,10 +92,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(body).into_response()
 }
 
-/// Ready while herald can accept messages: the config is loaded and the state database
-/// answers (and has not stopped keeping writes after a failed sync). The SignalR service's health is reported but does not make herald unready: while
-/// the service is away the outbox keeps what is accepted and delivers it when it is back, which
-/// is herald doing its job; taking herald out of a load balancer then would lose statuses.
+/// Ready while herald can accept messages: the config is loaded and the state database answers
+/// (and has not stopped keeping writes after a failed sync). The SignalR service's health is
+/// reported but does not make herald unready: while the service is away the outbox keeps what
+/// is accepted and delivers it when it is back, which is herald doing its job; taking herald
+/// out of a load balancer then would lose statuses.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let service = match tokio::time::timeout(Duration::from_secs(3), state.rest.health()).await {
         Ok(Ok(())) => json!({"healthy": true}),
@@ -110,18 +111,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .cluster()
         .map(|c| json!(if c.redis_up() { "ok" } else { "degraded" }));
     let store = state.outbox.store();
-    if let Some(why) = store.broken() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "ready": false,
-                "detail": format!("the state database keeps no more writes: {why}"),
-                "service": service,
-            })),
-        )
-            .into_response();
-    }
-    match store.outbox_stats().await {
+    let stats = match store.broken() {
+        Some(why) => Err(format!("the state database keeps no more writes: {why}")),
+        None => (store.outbox_stats().await)
+            .map_err(|e| format!("the state database does not answer: {e}")),
+    };
+    match stats {
         Ok(stats) => {
             let mut body = json!({
                 "ready": true,
@@ -133,11 +128,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
             Json(body).into_response()
         }
-        Err(e) => (
+        Err(detail) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "ready": false,
-                "detail": format!("the state database does not answer: {e}"),
+                "detail": detail,
                 "service": service,
             })),
         )
