@@ -107,6 +107,8 @@ struct PhaseStats {
     window_end_us: AtomicU64,
     last_us: AtomicU64,
     hist: Vec<std::sync::Mutex<Histogram<u64>>>,
+    /// Send to answer (the 202) of every accepted publish, in µs.
+    answers: Arc<std::sync::Mutex<Histogram<u64>>>,
 }
 
 struct Shared {
@@ -169,6 +171,9 @@ pub async fn run(args: Args) -> Result<()> {
             window_start_us: AtomicU64::new(u64::MAX),
             window_end_us: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
+            answers: Arc::new(std::sync::Mutex::new(
+                Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            )),
             hist: (0..SHARDS)
                 .map(|_| {
                     std::sync::Mutex::new(
@@ -343,6 +348,13 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let answer_ms = |q: f64| {
+            stats
+                .answers
+                .lock()
+                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
         let window = (stats.window_end_us.load(Ordering::Relaxed) as f64
             - stats.window_start_us.load(Ordering::Relaxed) as f64)
             / 1e6;
@@ -374,6 +386,8 @@ pub async fn run(args: Args) -> Result<()> {
             "closed_by_server": shared.closed_by_server.load(Ordering::Relaxed),
             "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
             "max_ms": hist.max() as f64 / 1000.0,
+            "answer_p50_ms": answer_ms(0.5), "answer_p99_ms": answer_ms(0.99),
+            "answer_max_ms": answer_ms(1.0),
             "server_cpu_pct": server_cpu_pct,
             "server_cpu_us_per_delivery": 1e6 * server_cpu_total / (unique.max(1) as f64),
             "server_cpu_window_s": server_cpu_window,
@@ -496,7 +510,9 @@ async fn publish(
         let (http, url, key) = (http.clone(), args.publish.clone(), args.api_key.clone());
         let (accepted, errors, first_error) =
             (accepted.clone(), errors.clone(), first_error.clone());
+        let answers = stats.answers.clone();
         tokio::spawn(async move {
+            let sent = Instant::now();
             let mut req = http.post(&url).json(&body);
             if !key.is_empty() {
                 req = req.header("x-api-key", key);
@@ -509,6 +525,9 @@ async fn publish(
             // Count before the permit goes back: the phase ends when every permit is back.
             match r {
                 Ok(_) => {
+                    if let Ok(mut h) = answers.lock() {
+                        let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                    }
                     accepted.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
