@@ -19,6 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
@@ -589,7 +590,16 @@ impl Connection {
 
     /// Offer a frame to the queue without waiting. A full queue closes the connection.
     pub(crate) fn try_push(&self, item: Outgoing) -> Push {
-        self.try_push_at(item, Instant::now())
+        if self.is_closed() {
+            return Push::Closed;
+        }
+        match self.queue.try_push(item) {
+            Ok(()) => {
+                self.sent(Instant::now());
+                Push::Queued
+            }
+            Err(queue::Full) => self.close_slow_consumer(),
+        }
     }
 
     /// Start loading the queue's memory (fan-out, a few recipients ahead).
@@ -598,37 +608,36 @@ impl Connection {
         self.queue.prefetch();
     }
 
-    /// Start loading the task a push would wake (after `prefetch_queue`).
-    #[inline]
-    pub(crate) fn prefetch_task(&self) {
-        self.queue.prefetch_task();
-    }
-
-    /// [`try_push`](Self::try_push) with the clock already read (fan-out reads it once per
-    /// message, not once per recipient).
-    pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant) -> Push {
+    /// [`try_push`](Self::try_push) for fan-out: the clock already read (once per message,
+    /// not once per recipient), and the transport's waker, if it waits, added to `wakes`
+    /// instead of woken (fan-out wakes its recipients in chunks).
+    pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant, wakes: &mut Vec<Waker>) -> Push {
         if self.is_closed() {
             return Push::Closed;
         }
-        match self.queue.try_push(item) {
-            Ok(()) => {
+        match self.queue.try_push_quiet(item) {
+            Ok(waker) => {
+                wakes.extend(waker);
                 self.sent(now);
                 Push::Queued
             }
-            Err(queue::Full) => {
-                tracing::warn!(
-                    connection = %self.id,
-                    hub = %self.hub,
-                    "closing slow consumer: its outbound queue is full"
-                );
-                metrics::counter!(service_metrics::SLOW_CONSUMERS).increment(1);
-                self.close(Some(HubMessage::Close {
-                    error: Some("Connection closed: the client is not reading fast enough.".into()),
-                    allow_reconnect: true,
-                }));
-                Push::SlowConsumer
-            }
+            Err(queue::Full) => self.close_slow_consumer(),
         }
+    }
+
+    /// The queue is full: close the connection (a slow consumer).
+    fn close_slow_consumer(&self) -> Push {
+        tracing::warn!(
+            connection = %self.id,
+            hub = %self.hub,
+            "closing slow consumer: its outbound queue is full"
+        );
+        metrics::counter!(service_metrics::SLOW_CONSUMERS).increment(1);
+        self.close(Some(HubMessage::Close {
+            error: Some("Connection closed: the client is not reading fast enough.".into()),
+            allow_reconnect: true,
+        }));
+        Push::SlowConsumer
     }
 
     /// Encode `message` for the connection's protocol and offer it to the queue.

@@ -3,13 +3,16 @@
 //!
 //! Slow-consumer policy: fan-out never waits on a client. A connection whose queue is full
 //! is closed (log line + `herald_service_slow_consumers_total`); the others are unaffected.
-//! The encoded frame is one `Bytes` shared by every connection of the same protocol.
+//! The encoded frame is one `Bytes` shared by every connection of the same protocol. Every
+//! queue is filled first, then the transports are woken a chunk at a time (`wake`), so a big
+//! broadcast never keeps the rest of the runtime (a 202, a new request) waiting behind it.
 //!
 //! Counted here: every message (`herald_service_messages_total{recipient}`), every frame
 //! queued (`herald_service_deliveries_total`) and every one not
 //! (`herald_service_dropped_total{reason}`); see `metrics.rs`.
 
 use std::sync::Arc;
+use std::task::Waker;
 
 use crate::message::Message;
 use crate::signalr::protocol::{HubMessage, Protocol};
@@ -20,6 +23,9 @@ use super::registry::Registry;
 
 /// How many recipients ahead fan-out asks for a connection's memory.
 const PREFETCH_AHEAD: usize = 8;
+
+/// Most transports fan-out wakes before it lets the runtime run something else (see `wake`).
+const WAKE_CHUNK: usize = 64;
 
 /// Ask the CPU to start loading the cache line at `p` (a hint: no effect on meaning).
 #[inline(always)]
@@ -61,18 +67,15 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
     let mut json: Option<Option<Frame>> = None;
     let mut msgpack: Option<Option<Frame>> = None;
     let now = tokio::time::Instant::now();
+    let mut wakes = Vec::with_capacity(targets.len());
     for (i, connection) in targets.iter().enumerate() {
         // A recipient's memory is rarely in cache: ask for the next ones' while this one is
-        // served (the connection first, then its queue once the connection has arrived, then
-        // the task a push wakes once the queue has).
+        // served (the connection first, then its queue once the connection has arrived).
         if let Some(ahead) = targets.get(i + PREFETCH_AHEAD) {
             prefetch(Arc::as_ptr(ahead));
         }
         if let Some(near) = targets.get(i + PREFETCH_AHEAD / 2) {
             near.prefetch_queue();
-        }
-        if let Some(next) = targets.get(i + PREFETCH_AHEAD / 4) {
-            next.prefetch_task();
         }
         let Some(protocol) = connection.protocol() else {
             continue;
@@ -91,7 +94,7 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         let Some(frame) = frame else {
             continue;
         };
-        match connection.try_push_at(Outgoing::tracked(frame.clone()), now) {
+        match connection.try_push_at(Outgoing::tracked(frame.clone()), now, &mut wakes) {
             Push::Queued => report.queued += 1,
             Push::SlowConsumer => {
                 report.slow_consumers += 1;
@@ -101,7 +104,49 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         }
     }
     metrics::counter!(service_metrics::DELIVERIES).increment(report.queued as u64);
+    wake(wakes);
     report
+}
+
+/// Wake the transports a send queued for: the first [`WAKE_CHUNK`] now, the rest from a task
+/// that yields to the runtime between chunks (all at once outside a runtime).
+///
+/// Everything is queued before anyone is woken, so order and closing are as if each push had
+/// woken its transport. Waking a broadcast's 2,000 transports at once would overflow the
+/// worker's local run queue (256 tasks) into the shared one, and whatever is woken from
+/// outside the runtime meanwhile (a 202 the store's syncer answers, a request the I/O driver
+/// reports) would wait there behind the rest of the broadcast; in chunks, it gets in between.
+fn wake(wakes: Vec<Waker>) {
+    let mut wakes = wakes.into_iter();
+    wake_some(&mut wakes, WAKE_CHUNK);
+    if wakes.len() == 0 {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                while wakes.len() > 0 {
+                    tokio::task::yield_now().await;
+                    wake_some(&mut wakes, WAKE_CHUNK);
+                }
+            });
+        }
+        Err(_) => wake_some(&mut wakes, usize::MAX),
+    }
+}
+
+/// Wake the next `n` of `wakes`, asking for the task memory of those a few ahead (a woken
+/// task's state is rarely in cache).
+fn wake_some(wakes: &mut std::vec::IntoIter<Waker>, n: usize) {
+    for _ in 0..n {
+        if let Some(ahead) = wakes.as_slice().get(PREFETCH_AHEAD / 2) {
+            prefetch(ahead.data());
+        }
+        let Some(waker) = wakes.next() else {
+            return;
+        };
+        waker.wake();
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +208,93 @@ mod tests {
             rx_slow.try_recv().map(|o| o.frame),
             Some(Frame::Binary(_))
         ));
+    }
+
+    /// A waker that counts its wakes in `woken`.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn counting(n: usize) -> (Arc<Counting>, Vec<Waker>) {
+        let woken = Arc::new(Counting(0.into()));
+        let wakers = (0..n).map(|_| Waker::from(woken.clone())).collect();
+        (woken, wakers)
+    }
+
+    fn woken(c: &Counting) -> usize {
+        c.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn wakes_a_chunk_at_a_time_letting_the_runtime_in_between() {
+        let n = WAKE_CHUNK * 3 + 5;
+        let (count, wakers) = counting(n);
+        wake(wakers);
+        assert_eq!(
+            woken(&count),
+            WAKE_CHUNK,
+            "one chunk before the send returns"
+        );
+        // Each yield of this task lets the waking task run one more chunk.
+        let mut seen = vec![woken(&count)];
+        while woken(&count) < n && seen.len() < 100 {
+            tokio::task::yield_now().await;
+            seen.push(woken(&count));
+        }
+        assert_eq!(woken(&count), n, "every waker woken, once: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[1] - w[0] <= WAKE_CHUNK),
+            "never more than a chunk between two turns of another task: {seen:?}"
+        );
+
+        // A few are woken at once, with no task.
+        let (count, wakers) = counting(WAKE_CHUNK);
+        wake(wakers);
+        assert_eq!(woken(&count), WAKE_CHUNK);
+    }
+
+    #[test]
+    fn outside_a_runtime_wakes_everyone_at_once() {
+        let (count, wakers) = counting(WAKE_CHUNK * 2 + 1);
+        wake(wakers);
+        assert_eq!(woken(&count), WAKE_CHUNK * 2 + 1);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_to_more_than_a_chunk_reaches_every_waiting_transport() {
+        let registry = Registry::new(1000);
+        let n = WAKE_CHUNK * 4 + 3;
+        let mut waiting = Vec::new();
+        for i in 0..n {
+            let c = Connection::new(i.to_string(), i.to_string(), "h".into(), None, 4);
+            c.set_protocol_for_test(Protocol::Json);
+            registry.insert(Arc::clone(&c)).unwrap();
+            registry.activate(&c);
+            let transport = Arc::clone(&c);
+            waiting.push(tokio::spawn(async move {
+                let mut rx = transport.outbound.lock().await;
+                rx.recv().await.map(|o| o.frame.as_bytes().to_vec())
+            }));
+        }
+        // Every transport is waiting in `recv` before the send.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let report = deliver(&registry, &Message::broadcast("h", "t", vec![json!(1)]));
+        assert_eq!(report.queued, n);
+        for transport in waiting {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), transport)
+                .await
+                .expect("woken")
+                .expect("task");
+            assert_eq!(
+                got.as_deref(),
+                Some(&b"{\"type\":1,\"target\":\"t\",\"arguments\":[1]}\x1e"[..])
+            );
+        }
     }
 
     /// The value of the sample line `series` in Prometheus text.

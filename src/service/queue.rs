@@ -15,9 +15,9 @@
 //! `recv` answer `None`, so a writer needs no other wake-up source on its hot path.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -67,9 +67,6 @@ struct Shared {
     closed: AtomicBool,
     /// Raised by `interrupt`: the next `recv` answers `None` once.
     interrupts: AtomicU64,
-    /// The data pointer of the waiting consumer's waker (for tokio, its task), kept only so
-    /// that fan-out can ask for that memory ahead (`prefetch_task`); never dereferenced.
-    task: AtomicPtr<()>,
 }
 
 /// The producer side (fan-out, keep-alive, Completions): never waits.
@@ -91,7 +88,6 @@ pub(crate) fn bounded(limit: usize) -> (Sender, Receiver) {
         limit: limit.max(1),
         closed: AtomicBool::new(false),
         interrupts: AtomicU64::new(0),
-        task: AtomicPtr::new(std::ptr::null_mut()),
     });
     let rx = Receiver {
         shared: shared.clone(),
@@ -108,8 +104,18 @@ impl Shared {
 }
 
 impl Sender {
-    /// Queue `item` unless the queue is full.
+    /// Queue `item` unless the queue is full, and wake the consumer.
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), Full> {
+        if let Some(waker) = self.try_push_quiet(item)? {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queue `item` unless the queue is full, without waking the consumer: its waker, if it
+    /// waits, is handed back for the caller to wake soon (fan-out wakes its recipients in
+    /// chunks). Until then later pushes wake nobody, so the consumer sees them all at once.
+    pub(crate) fn try_push_quiet(&self, item: Outgoing) -> Result<Option<Waker>, Full> {
         {
             let mut items = self.0.items();
             if items.len() >= self.0.limit {
@@ -117,21 +123,13 @@ impl Sender {
             }
             items.push(item);
         }
-        self.0.waker.wake();
-        Ok(())
+        Ok(self.0.waker.take())
     }
 
     /// Start loading the queue's memory (see `fanout::prefetch`).
     #[inline]
     pub(crate) fn prefetch(&self) {
         super::fanout::prefetch(Arc::as_ptr(&self.0));
-    }
-
-    /// Start loading the waiting consumer's task (what a push wakes), once the queue's own
-    /// memory has arrived (see `prefetch`).
-    #[inline]
-    pub(crate) fn prefetch_task(&self) {
-        super::fanout::prefetch(self.0.task.load(Ordering::Relaxed).cast_const());
     }
 
     /// The connection is closing: `recv` answers `None` from now on.
@@ -156,9 +154,6 @@ impl Receiver {
                 return Poll::Ready(answer);
             }
             self.shared.waker.register(cx.waker());
-            self.shared
-                .task
-                .store(cx.waker().data().cast_mut(), Ordering::Relaxed);
             // What came between the look above and the registration is seen here.
             match self.answer_now() {
                 Some(answer) => Poll::Ready(answer),
@@ -262,6 +257,42 @@ mod tests {
             .expect("woken")
             .expect("task");
         assert_eq!((text(&first), text(&second)), (&b"a"[..], &b"b"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_hands_the_waker_back_instead_of_waking() {
+        let (tx, mut rx) = bounded(4);
+        assert!(
+            tx.try_push_quiet(item("a")).expect("room").is_none(),
+            "nobody waits yet"
+        );
+        assert_eq!(
+            rx.recv().await.map(|i| text(&i).to_vec()),
+            Some(b"a".to_vec())
+        );
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|i| text(&i).to_vec()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waker = tx
+            .try_push_quiet(item("b"))
+            .expect("room")
+            .expect("the consumer waits");
+        assert!(
+            tx.try_push_quiet(item("c")).expect("room").is_none(),
+            "its waker was handed out once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "not woken by a quiet push");
+        waker.wake();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(got, Some(b"b".to_vec()));
+        // "c" is still queued: three more fill the queue, and a full queue refuses as before.
+        for more in ["d", "e", "f"] {
+            assert!(tx.try_push_quiet(item(more)).is_ok());
+        }
+        assert!(matches!(tx.try_push_quiet(item("g")), Err(Full)));
     }
 
     #[tokio::test]

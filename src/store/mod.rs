@@ -346,15 +346,7 @@ impl Store {
         let feed = Arc::new(feed::Feed::default());
         let sync = (synchronous == Synchronous::Full).then(|| syncer::wal_of(&path));
         let broken = syncer::Broken::default();
-        writer::spawn(
-            write,
-            sync,
-            rx,
-            path.clone(),
-            feed.clone(),
-            broken.clone(),
-            syncer::FEED_WAIT,
-        )?;
+        writer::spawn(write, sync, rx, path.clone(), feed.clone(), broken.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,

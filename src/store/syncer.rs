@@ -1,12 +1,10 @@
 //! The store's syncer: a thread that takes the write-ahead log to disk behind the writer and
 //! only then answers the callers who were promised durability (an accepted message, a
 //! recorded acknowledgement). The writer commits without a sync of its own and hands its
-//! promises here; it gives the new messages to the outbox once the sync is done or after
-//! [`FEED_WAIT`], whichever comes first. So on a healthy disk a message's 202 goes out before
-//! its fan-out begins (as when the commit synced), and a disk that stalls delays only the
-//! 202s, not the deliveries by more than `FEED_WAIT`, nor the commits behind them. One sync
-//! covers every commit written before it, so the promises queued behind a sync are all
-//! answered by the next one.
+//! promises here and gives the new messages to the outbox at once, so a disk that stalls
+//! delays only the 202s, neither the deliveries nor the commits behind them. One sync covers
+//! every commit written before it, so the promises queued behind a sync are all answered by
+//! the next one.
 //!
 //! The log is synced through a file handle of its own: `fdatasync` flushes a file's data
 //! whichever descriptor wrote it, so this is the sync SQLite's `FULL` level runs inside each
@@ -18,18 +16,13 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use super::StoreError;
 use super::writer::Answer;
 
 /// Most commits waiting for a sync; the writer waits beyond that (backpressure).
 const QUEUE: usize = 64;
-
-/// Longest the writer holds a commit's messages back from the outbox while its sync runs: a
-/// healthy sync takes well under a millisecond here, a stalling disk tens to hundreds.
-pub(super) const FEED_WAIT: Duration = Duration::from_millis(2);
 
 /// Takes what was written so far to disk.
 pub(super) type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
@@ -53,85 +46,37 @@ pub(super) fn wal_of(db: &Path) -> SyncFn {
     })
 }
 
-/// The writer's side of the syncer: it numbers each commit's promises and can wait, for a
-/// while, until a sync covered them.
+/// The writer's side of the syncer: it queues each commit's promises.
 pub(super) struct Syncer {
-    tx: SyncSender<(u64, Vec<Answer>)>,
-    synced: Arc<Synced>,
-    next: u64,
-}
-
-/// The last commit a finished sync covered (successful or not).
-#[derive(Default)]
-struct Synced {
-    through: Mutex<u64>,
-    changed: Condvar,
-}
-
-impl Synced {
-    fn mark(&self, n: u64) {
-        let mut through = self.through.lock().unwrap_or_else(|e| e.into_inner());
-        *through = (*through).max(n);
-        self.changed.notify_all();
-    }
+    tx: SyncSender<Vec<Answer>>,
 }
 
 impl Syncer {
-    /// Queue a commit's promises; its number, for [`Syncer::wait`]. Without a sync thread
-    /// the promises come back.
-    pub(super) fn promise(&mut self, owed: Vec<Answer>) -> Result<u64, Vec<Answer>> {
-        self.next += 1;
-        self.tx
-            .send((self.next, owed))
-            .map(|()| self.next)
-            .map_err(|unsent| unsent.0.1)
-    }
-
-    /// Wait until a sync covered commit `n`, at most `at_most`.
-    pub(super) fn wait(&self, n: u64, at_most: Duration) {
-        let through = self
-            .synced
-            .through
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let _ = self
-            .synced
-            .changed
-            .wait_timeout_while(through, at_most, |through| *through < n);
+    /// Queue a commit's promises, waiting while [`QUEUE`] commits already wait for a sync.
+    /// Without a sync thread the promises come back.
+    pub(super) fn promise(&mut self, owed: Vec<Answer>) -> Result<(), Vec<Answer>> {
+        self.tx.send(owed).map_err(|unsent| unsent.0)
     }
 }
 
 /// Start the syncer; the writer sends it each commit's promised answers.
 pub(super) fn spawn(sync: SyncFn, path: PathBuf, broken: Broken) -> Result<Syncer, StoreError> {
     let (tx, rx) = sync_channel(QUEUE);
-    let synced = Arc::new(Synced::default());
-    let marks = synced.clone();
     std::thread::Builder::new()
         .name("herald-sync".into())
-        .spawn(move || run(sync, &rx, &path, &broken, &marks))
+        .spawn(move || run(sync, &rx, &path, &broken))
         .map_err(|e| StoreError::Unusable {
             path: PathBuf::new(),
             detail: format!("cannot start the sync thread: {e}"),
         })?;
-    Ok(Syncer {
-        tx,
-        synced,
-        next: 0,
-    })
+    Ok(Syncer { tx })
 }
 
 /// Sync and answer until the writer is gone.
-fn run(
-    mut sync: SyncFn,
-    rx: &Receiver<(u64, Vec<Answer>)>,
-    path: &Path,
-    broken: &OnceLock<String>,
-    synced: &Synced,
-) {
-    while let Ok((mut last, mut owed)) = rx.recv() {
+fn run(mut sync: SyncFn, rx: &Receiver<Vec<Answer>>, path: &Path, broken: &OnceLock<String>) {
+    while let Ok(mut owed) = rx.recv() {
         // Everything queued meanwhile was written before this sync: it covers them too.
-        while let Ok((n, more)) = rx.try_recv() {
-            last = n;
+        while let Ok(more) = rx.try_recv() {
             owed.extend(more);
         }
         let result = match broken.get() {
@@ -145,11 +90,9 @@ fn run(
                 broken.get_or_init(|| why).clone()
             }),
         };
-        // The 202s first, then the writer may feed the outbox.
         for answer in owed {
             answer.send(&result, path);
         }
-        synced.mark(last);
     }
 }
 
@@ -195,25 +138,19 @@ mod tests {
         });
         let mut syncer = spawn(sync, PathBuf::from("s.db"), Broken::default()).expect("spawn");
         let (first, mut first_answer) = owed();
-        let n = syncer.promise(first).expect("send");
-        // The writer's wait ends at its bound while the disk is held...
-        let started = std::time::Instant::now();
-        syncer.wait(n, Duration::from_millis(20));
-        assert!(started.elapsed() >= Duration::from_millis(20));
+        syncer.promise(first).expect("send");
         // Held while the disk is busy.
         std::thread::sleep(Duration::from_millis(50));
         assert!(first_answer.try_recv().is_err());
         let (second, second_answer) = owed();
         let (third, third_answer) = owed();
         syncer.promise(second).expect("send");
-        let last = syncer.promise(third).expect("send");
+        syncer.promise(third).expect("send");
         gate_tx.send(()).expect("release");
         first_answer
             .blocking_recv()
             .expect("answer")
             .expect("synced");
-        // ... and at once when the sync is done.
-        syncer.wait(n, Duration::from_secs(10));
         // The second and third waited behind the first sync; the next one answers both.
         gate_tx.send(()).expect("release");
         second_answer
@@ -224,12 +161,6 @@ mod tests {
             .blocking_recv()
             .expect("answer")
             .expect("synced");
-        let started = std::time::Instant::now();
-        syncer.wait(last, Duration::from_secs(10));
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no wait once synced"
-        );
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
     }
 

@@ -4,15 +4,15 @@
 //! only then answers every caller. Under load many requests share one fsync, so durability
 //! costs little throughput; alone, a request is committed at once.
 //!
-//! The writer waits for the disk only a little. It commits at SQLite's `synchronous =
-//! NORMAL` (the write-ahead log written, not yet synced), answers what promises nothing (the
-//! outbox's removals, prunes) and, under `synchronous: full`, hands the answers that promise
-//! durability to the syncer (`syncer.rs`), which sends them once the log is on disk. The new
-//! messages go to the outbox's feed once that sync is done or after `syncer::FEED_WAIT`
-//! (2 ms), whichever is first: on a healthy disk the 202 still goes out before the fan-out
-//! fills the core, and a stalling disk holds a delivery no longer than that. So a message
-//! may reach its clients before its 202, never a 202 before the disk has it; a power cut in
-//! between loses a message nobody was told was kept (its sender, with no 202, sends again).
+//! The writer never waits for the disk. It commits at SQLite's `synchronous = NORMAL` (the
+//! write-ahead log written, not yet synced), gives the new messages to the outbox's feed at
+//! once, answers what promises nothing (the outbox's removals, prunes) and, under
+//! `synchronous: full`, hands the answers that promise durability to the syncer
+//! (`syncer.rs`), which sends them once the log is on disk. So a message may reach its
+//! clients before its 202, never a 202 before the disk has it; a power cut in between loses
+//! a message nobody was told was kept (its sender, with no 202, sends again). The fan-out
+//! that follows the feed does not hold the 202s up: it wakes its connections a chunk at a
+//! time (`service::fanout`), so the syncer's answers get in between.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -105,8 +105,7 @@ impl Answer {
 }
 
 /// Start the writer on `conn`; with `sync` (`synchronous: full`), promises are answered by a
-/// syncer once `sync` took the log to disk, and new messages reach `feed` after that sync or
-/// after `feed_wait` (`syncer::FEED_WAIT`), whichever is first.
+/// syncer once `sync` took the log to disk.
 pub(super) fn spawn(
     conn: Connection,
     sync: Option<SyncFn>,
@@ -114,14 +113,13 @@ pub(super) fn spawn(
     path: PathBuf,
     feed: Arc<Feed>,
     broken: Broken,
-    feed_wait: Duration,
 ) -> Result<(), StoreError> {
     let syncer = sync
         .map(|sync| syncer::spawn(sync, path.clone(), broken.clone()))
         .transpose()?;
     std::thread::Builder::new()
         .name("herald-store".into())
-        .spawn(move || run(conn, (syncer, feed_wait), rx, path, &feed, &broken))
+        .spawn(move || run(conn, syncer, rx, path, &feed, &broken))
         .map(|_| ())
         .map_err(|e| StoreError::Unusable {
             path: PathBuf::new(),
@@ -132,7 +130,7 @@ pub(super) fn spawn(
 /// Serve requests until every `Store` handle is dropped.
 fn run(
     mut conn: Connection,
-    (mut syncer, feed_wait): (Option<Syncer>, Duration),
+    mut syncer: Option<Syncer>,
     mut rx: mpsc::Receiver<Command>,
     path: PathBuf,
     feed: &Feed,
@@ -169,36 +167,22 @@ fn run(
             (Some(_), Ok(())) => answers.into_iter().partition(Answer::is_promise),
             _ => (Vec::new(), answers),
         };
-        // Promises to the syncer; the commit whose sync the feed waits for, if any.
-        let held = match &mut syncer {
-            Some(syncer) if !owed.is_empty() => match syncer.promise(owed) {
-                Ok(n) => Some(n),
-                Err(unsent) => {
-                    let e = Err("its sync thread has stopped".to_string());
-                    for answer in unsent {
-                        answer.send(&e, &path);
-                    }
-                    None
-                }
-            },
-            _ => None,
-        };
-        // Into the feed before anyone hears "stored" when nothing waits for a sync, after the
-        // sync (or `feed_wait`) otherwise (see `syncer`): the worker finds them there.
-        let mut committed = if commit.is_ok() {
-            committed
-        } else {
-            Vec::new()
-        };
-        if held.is_none() {
-            feed.push(std::mem::take(&mut committed));
+        // Into the feed before anyone hears "stored": the worker finds them there.
+        if commit.is_ok() {
+            feed.push(committed);
+        }
+        // The promises to the syncer, which answers them once the log is on disk.
+        if let Some(syncer) = &mut syncer
+            && !owed.is_empty()
+            && let Err(unsent) = syncer.promise(owed)
+        {
+            let e = Err("its sync thread has stopped".to_string());
+            for answer in unsent {
+                answer.send(&e, &path);
+            }
         }
         for answer in now {
             answer.send(&commit, &path);
-        }
-        if let (Some(syncer), Some(n)) = (&syncer, held) {
-            syncer.wait(n, feed_wait);
-            feed.push(committed);
         }
     }
 }
@@ -533,7 +517,7 @@ mod tests {
         }
     }
 
-    /// What the feed has within 10 s (the writer pushes after the sync or `FEED_WAIT`).
+    /// What the feed has within 10 s.
     fn fed_soon(feed: &Feed) -> crate::store::feed::Fed {
         let started = std::time::Instant::now();
         loop {
@@ -545,8 +529,7 @@ mod tests {
         }
     }
 
-    /// A writer on a fresh database whose syncs run `sync` (given the database's path),
-    /// feeding after at most `feed_wait`.
+    /// A writer on a fresh database whose syncs run `sync` (given the database's path).
     struct Started {
         _dir: tempfile::TempDir,
         tx: mpsc::Sender<Command>,
@@ -554,7 +537,7 @@ mod tests {
         broken: Broken,
     }
 
-    fn start(sync: impl FnOnce(&std::path::Path) -> SyncFn, feed_wait: Duration) -> Started {
+    fn start(sync: impl FnOnce(&std::path::Path) -> SyncFn) -> Started {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("s.db");
         let conn = super::super::schema::open(&path).expect("open");
@@ -562,16 +545,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let feed = Arc::new(Feed::default());
         let broken = Broken::default();
-        spawn(
-            conn,
-            Some(sync),
-            rx,
-            path,
-            feed.clone(),
-            broken.clone(),
-            feed_wait,
-        )
-        .expect("spawn");
+        spawn(conn, Some(sync), rx, path, feed.clone(), broken.clone()).expect("spawn");
         Started {
             _dir: dir,
             tx,
@@ -602,7 +576,7 @@ mod tests {
     #[test]
     fn the_outbox_gets_a_message_before_its_sync_and_the_caller_after() {
         let (release, gate) = std::sync::mpsc::channel();
-        let w = start(held(gate), syncer::FEED_WAIT);
+        let w = start(held(gate));
         let mut answer = send_accept(&w, "a");
         // The disk is held: the feed has the message, the caller has no answer yet.
         let fed = fed_soon(&w.feed);
@@ -631,7 +605,7 @@ mod tests {
         let failing = |_: &std::path::Path| -> SyncFn {
             Box::new(|| Err(std::io::Error::from_raw_os_error(5)))
         };
-        let w = start(failing, syncer::FEED_WAIT);
+        let w = start(failing);
         let e = send_accept(&w, "a")
             .blocking_recv()
             .expect("answer")
@@ -653,40 +627,13 @@ mod tests {
     }
 
     #[test]
-    fn on_a_healthy_disk_the_caller_hears_before_the_outbox_has_it() {
-        // A sync that ends when the test says, well inside the writer's wait.
-        let (release, gate) = std::sync::mpsc::channel();
-        let w = start(held(gate), Duration::from_secs(30));
-        for id in ["a", "b"] {
-            let mut answer = send_accept(&w, id);
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(w.feed.take(0, 10).messages.is_empty(), "held for the sync");
-            release.send(()).expect("release");
-            assert_eq!(fed_soon(&w.feed).messages.len(), 1);
-            let accepted = answer
-                .try_recv()
-                .expect("answered before the outbox had it");
-            assert!(accepted.is_ok());
-        }
-    }
-
-    #[test]
     fn under_normal_the_outbox_has_it_before_the_caller_hears() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("s.db");
         let conn = super::super::schema::open(&path).expect("open");
         let (tx, rx) = mpsc::channel(8);
         let feed = Arc::new(Feed::default());
-        spawn(
-            conn,
-            None,
-            rx,
-            path,
-            feed.clone(),
-            Broken::default(),
-            syncer::FEED_WAIT,
-        )
-        .expect("spawn");
+        spawn(conn, None, rx, path, feed.clone(), Broken::default()).expect("spawn");
         for id in ["a", "b"] {
             let (reply, answer) = oneshot::channel();
             tx.blocking_send(Command::Accept(accept(id), reply))
