@@ -590,16 +590,11 @@ impl Connection {
 
     /// Offer a frame to the queue without waiting. A full queue closes the connection.
     pub(crate) fn try_push(&self, item: Outgoing) -> Push {
-        if self.is_closed() {
-            return Push::Closed;
+        let (push, waker) = self.try_push_quiet(item, Instant::now());
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        match self.queue.try_push(item) {
-            Ok(()) => {
-                self.sent(Instant::now());
-                Push::Queued
-            }
-            Err(queue::Full) => self.close_slow_consumer(),
-        }
+        push
     }
 
     /// Start loading the queue's memory (fan-out, a few recipients ahead).
@@ -608,20 +603,19 @@ impl Connection {
         self.queue.prefetch();
     }
 
-    /// [`try_push`](Self::try_push) for fan-out: the clock already read (once per message,
-    /// not once per recipient), and the transport's waker, if it waits, added to `wakes`
-    /// instead of woken (fan-out wakes its recipients in chunks).
-    pub(crate) fn try_push_at(&self, item: Outgoing, now: Instant, wakes: &mut Vec<Waker>) -> Push {
+    /// [`try_push`](Self::try_push) without the wake, for fan-out: the clock already read
+    /// (once per message, not once per recipient), and the transport's waker, if it waits,
+    /// handed back instead of woken (fan-out wakes its recipients in chunks).
+    pub(crate) fn try_push_quiet(&self, item: Outgoing, now: Instant) -> (Push, Option<Waker>) {
         if self.is_closed() {
-            return Push::Closed;
+            return (Push::Closed, None);
         }
         match self.queue.try_push_quiet(item) {
             Ok(waker) => {
-                wakes.extend(waker);
                 self.sent(now);
-                Push::Queued
+                (Push::Queued, waker)
             }
-            Err(queue::Full) => self.close_slow_consumer(),
+            Err(queue::Full) => (self.close_slow_consumer(), None),
         }
     }
 

@@ -4,8 +4,9 @@
 //! Slow-consumer policy: fan-out never waits on a client. A connection whose queue is full
 //! is closed (log line + `herald_service_slow_consumers_total`); the others are unaffected.
 //! The encoded frame is one `Bytes` shared by every connection of the same protocol. Every
-//! queue is filled first, then the transports are woken a chunk at a time (`wake`), so a big
-//! broadcast never keeps the rest of the runtime (a 202, a new request) waiting behind it.
+//! queue is filled first, then the transports are woken a chunk at a time (`wake`), so the
+//! rest of the runtime (a 202, a new request) gets in between chunks instead of waiting
+//! behind a whole broadcast.
 //!
 //! Counted here: every message (`herald_service_messages_total{recipient}`), every frame
 //! queued (`herald_service_deliveries_total`) and every one not
@@ -94,7 +95,9 @@ pub(crate) fn deliver(registry: &Registry, message: &Message) -> SendReport {
         let Some(frame) = frame else {
             continue;
         };
-        match connection.try_push_at(Outgoing::tracked(frame.clone()), now, &mut wakes) {
+        let (push, waker) = connection.try_push_quiet(Outgoing::tracked(frame.clone()), now);
+        wakes.extend(waker);
+        match push {
             Push::Queued => report.queued += 1,
             Push::SlowConsumer => {
                 report.slow_consumers += 1;

@@ -23,7 +23,7 @@ use futures_util::task::AtomicWaker;
 
 use super::connection::Outgoing;
 
-/// [`Sender::try_push`] did not queue an item: the queue holds its limit of items.
+/// [`Sender::try_push_quiet`] did not queue an item: the queue holds its limit of items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
@@ -59,7 +59,8 @@ impl Items {
 
 struct Shared {
     items: Mutex<Items>,
-    /// The consumer waiting in `recv`, woken by every push, `close` and `interrupt`.
+    /// The consumer waiting in `recv`: woken by `close` and `interrupt`, and handed by each
+    /// push to its caller, who wakes it.
     waker: AtomicWaker,
     limit: usize,
     /// Set by `close`: `recv` answers `None` from then on (what is left stays for
@@ -104,14 +105,6 @@ impl Shared {
 }
 
 impl Sender {
-    /// Queue `item` unless the queue is full, and wake the consumer.
-    pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), Full> {
-        if let Some(waker) = self.try_push_quiet(item)? {
-            waker.wake();
-        }
-        Ok(())
-    }
-
     /// Queue `item` unless the queue is full, without waking the consumer: its waker, if it
     /// waits, is handed back for the caller to wake soon (fan-out wakes its recipients in
     /// chunks). Until then later pushes wake nobody, so the consumer sees them all at once.
@@ -203,13 +196,21 @@ mod tests {
         item.frame.as_bytes()
     }
 
+    /// Queue `item` and wake the consumer, as `Connection::try_push` does.
+    fn push(tx: &Sender, item: Outgoing) -> Result<(), Full> {
+        if let Some(waker) = tx.try_push_quiet(item)? {
+            waker.wake();
+        }
+        Ok(())
+    }
+
     #[tokio::test]
     async fn keeps_order_refuses_past_the_limit_and_gives_room_back() {
         let (tx, mut rx) = bounded(20);
         for i in 0..20 {
-            tx.try_push(item(&i.to_string())).expect("room");
+            push(&tx, item(&i.to_string())).expect("room");
         }
-        assert_eq!(tx.try_push(item("x")), Err(Full));
+        assert_eq!(push(&tx, item("x")), Err(Full));
         assert_eq!(rx.len(), 20);
         for i in 0..20 {
             let got = rx.recv().await.expect("an item");
@@ -221,15 +222,15 @@ mod tests {
             0,
             "an empty queue holds no buffer"
         );
-        tx.try_push(item("again")).expect("room after draining");
+        push(&tx, item("again")).expect("room after draining");
         assert_eq!(
             rx.shared.items().rest.capacity(),
             0,
             "one item at a time needs no buffer"
         );
-        tx.try_push(item("and again")).expect("room");
+        push(&tx, item("and again")).expect("room");
         assert_eq!(text(&rx.recv().await.expect("an item")), b"again");
-        tx.try_push(item("last")).expect("room");
+        push(&tx, item("last")).expect("room");
         assert_eq!(text(&rx.recv().await.expect("an item")), b"and again");
         assert_eq!(text(&rx.recv().await.expect("an item")), b"last");
         assert_eq!(rx.len(), 0);
@@ -250,8 +251,8 @@ mod tests {
             (first, second)
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        tx.try_push(item("a")).expect("room");
-        tx.try_push(item("b")).expect("room");
+        push(&tx, item("a")).expect("room");
+        push(&tx, item("b")).expect("room");
         let (first, second) = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("woken")
@@ -300,12 +301,12 @@ mod tests {
         let (tx, mut rx) = bounded(4);
         tx.interrupt();
         assert!(rx.recv().await.is_none(), "once after an interrupt");
-        tx.try_push(item("a")).expect("room");
+        push(&tx, item("a")).expect("room");
         assert_eq!(
             rx.recv().await.map(|i| text(&i).to_vec()),
             Some(b"a".to_vec())
         );
-        tx.try_push(item("b")).expect("room");
+        push(&tx, item("b")).expect("room");
         tx.close();
         assert!(rx.recv().await.is_none(), "closed");
         assert!(rx.recv().await.is_none(), "still closed");

@@ -54,7 +54,7 @@ pub(super) struct Syncer {
 impl Syncer {
     /// Queue a commit's promises, waiting while [`QUEUE`] commits already wait for a sync.
     /// Without a sync thread the promises come back.
-    pub(super) fn promise(&mut self, owed: Vec<Answer>) -> Result<(), Vec<Answer>> {
+    pub(super) fn promise(&self, owed: Vec<Answer>) -> Result<(), Vec<Answer>> {
         self.tx.send(owed).map_err(|unsent| unsent.0)
     }
 }
@@ -136,7 +136,7 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
-        let mut syncer = spawn(sync, PathBuf::from("s.db"), Broken::default()).expect("spawn");
+        let syncer = spawn(sync, PathBuf::from("s.db"), Broken::default()).expect("spawn");
         let (first, mut first_answer) = owed();
         syncer.promise(first).expect("send");
         // Held while the disk is busy.
@@ -177,7 +177,7 @@ mod tests {
             }
         });
         let broken = Broken::default();
-        let mut syncer = spawn(sync, PathBuf::from("s.db"), broken.clone()).expect("spawn");
+        let syncer = spawn(sync, PathBuf::from("s.db"), broken.clone()).expect("spawn");
         for _ in 0..2 {
             let (promise, answer) = owed();
             syncer.promise(promise).expect("send");

@@ -11,8 +11,9 @@
 //! (`syncer.rs`), which sends them once the log is on disk. So a message may reach its
 //! clients before its 202, never a 202 before the disk has it; a power cut in between loses
 //! a message nobody was told was kept (its sender, with no 202, sends again). The fan-out
-//! that follows the feed does not hold the 202s up: it wakes its connections a chunk at a
-//! time (`service::fanout`), so the syncer's answers get in between.
+//! that follows the feed does not queue the 202s behind all of it: it wakes its connections
+//! a chunk at a time (`service::fanout`), so the syncer's answers get in between (a sync that
+//! ends mid-burst still waits for the core; BENCHMARKS.md has what that costs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -130,7 +131,7 @@ pub(super) fn spawn(
 /// Serve requests until every `Store` handle is dropped.
 fn run(
     mut conn: Connection,
-    mut syncer: Option<Syncer>,
+    syncer: Option<Syncer>,
     mut rx: mpsc::Receiver<Command>,
     path: PathBuf,
     feed: &Feed,
@@ -172,7 +173,7 @@ fn run(
             feed.push(committed);
         }
         // The promises to the syncer, which answers them once the log is on disk.
-        if let Some(syncer) = &mut syncer
+        if let Some(syncer) = &syncer
             && !owed.is_empty()
             && let Err(unsent) = syncer.promise(owed)
         {
